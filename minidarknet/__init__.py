@@ -1,0 +1,43 @@
+"""minidarknet: run, inspect and train Darknet networks (.cfg + .weights) with numpy.
+
+    net = minidarknet.load("cfg/l2.cfg", weights=None, batch=None, gradients="darknet")
+    out = net.forward(x)                       # x: (batch, c, h, w) float32
+    net.forward(x, truth, train=True); net.backward(); net.update()
+    cost = net.train_step(x, truth)            # Darknet's train_network
+    net.layers[i].output / .delta / .weight_updates ...
+"""
+import os
+
+from .cfg import parse_cfg_text, read_cfg
+from .errors import (CfgError, DarknetWarning, DataError, ImageError, MiniDarknetError,
+                     ShapeError, WeightsError)
+from .network import Network
+
+__version__ = "0.1.0"
+
+
+def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="darknet",
+         cutoff=None, seed=None):
+    """Build the network described by the cfg file `cfg` and optionally load `weights`.
+
+    batch/width/height override the [net] values (Darknet's set_batch_network /
+    resize_network); gradients is "darknet" (Darknet's CPU numbers and quirks) or "exact"
+    (the true gradient of the loss); cutoff loads only the first N layers' weights."""
+    net = Network(read_cfg(cfg), gradients=gradients, batch=batch, width=width, height=height,
+                  seed=seed)
+    if weights is not None:
+        net.load_weights(weights, cutoff=cutoff)
+    return net
+
+
+def loads(text, weights=None, *, path="<cfg>", **options):
+    """Like load(), with the cfg given as text."""
+    net = Network(parse_cfg_text(text, path), gradients=options.pop("gradients", "darknet"),
+                  **options)
+    if weights is not None:
+        net.load_weights(weights)
+    return net
+
+
+__all__ = ["load", "loads", "Network", "MiniDarknetError", "CfgError", "WeightsError",
+           "ImageError", "DataError", "ShapeError", "DarknetWarning", "__version__"]

@@ -1,0 +1,163 @@
+"""What every layer shares: shapes, buffers, the generic cfg keys, Darknet's SGD update.
+
+A layer is built from its cfg section and the shape of what comes in; it owns its buffers
+(allocated once per batch size, written in place so that aliases such as dropout's stay valid)
+and runs with Darknet's control flow: `forward(net)` reads `net.input`, `backward(net)` adds
+into `net.delta` (the previous layer's delta, or None for the first layer), `update(...)`
+applies the accumulated `*_updates`.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+from ..activations import get_activation
+
+# The shape handed from one layer to the next (Darknet's size_params).
+InShape = namedtuple("InShape", "batch c h w inputs")
+
+F32 = np.float32
+
+
+class Layer:
+    type = "layer"          # Darknet's name for the type (shown by `minidarknet info`)
+    has_cost = False        # owns a cost (counted in the network cost mean)
+    needs_image = False     # Darknet: "Layer before X layer must output image."
+    truths = None           # truth size per sample for loss heads that define their own
+
+    def __init__(self, section, shape, net):
+        self.section = section
+        self.index = net.building_index
+        self.batch = shape.batch
+        self.in_c, self.in_h, self.in_w, self.inputs = shape.c, shape.h, shape.w, shape.inputs
+        self.exact = net.gradients == "exact"
+        if self.needs_image and not (shape.c and shape.h and shape.w):
+            raise section.error(f"{section.header}: the layer before must output an image "
+                                f"(it outputs {shape.inputs} values with no c x h x w shape)")
+        self._read_generic_keys(section)
+        self.output = None
+        self.delta = None
+        self.cost = None
+
+    # ------------------------------------------------------------------ cfg
+    def _read_generic_keys(self, s):
+        # Darknet reads these for every layer (quietly); both forks' sets are accepted.
+        self.stopbackward = s.int("stopbackward", 0)
+        self.onlyforward = s.int("onlyforward", 0)
+        self.dontload = s.int("dontload", 0)
+        self.dontsave = s.int("dontsave", 0)
+        self.dontloadscales = s.int("dontloadscales", 0)
+        self.numload = s.int("numload", 0)
+        self.learning_rate_scale = s.float("learning_rate", 1.0)
+        self.dont_update = s.int("dont_update", 0)
+        self.truth = s.int("truth", 0)
+        # `smooth` (label smoothing) and `clip` only act on Darknet's GPU path.
+        s.float("smooth", 0.0)
+        s.float("clip", 0.0)
+
+    def activation_from(self, section, default):
+        name = section.str("activation", default)
+        act = get_activation(name)
+        if act is None:
+            raise section.error(f"{section.header}: unknown activation '{name}'", "activation")
+        return act
+
+    # ------------------------------------------------------------------ shapes and buffers
+    def set_output_shape(self, c, h, w, outputs=None):
+        self.out_c, self.out_h, self.out_w = c, h, w
+        self.outputs = c * h * w if outputs is None else outputs
+
+    @property
+    def buffer_shape(self):
+        """(c, h, w) of the output buffer; (outputs, 1, 1) where Darknet's dims are 0 or
+        do not describe the buffer (softmax, cost, route of unequal sizes)."""
+        if self.out_c * self.out_h * self.out_w == self.outputs and self.outputs:
+            return (self.out_c, self.out_h, self.out_w)
+        return (self.outputs, 1, 1)
+
+    @property
+    def in_shape(self):
+        if self.in_c * self.in_h * self.in_w == self.inputs and self.inputs:
+            return (self.in_c, self.in_h, self.in_w)
+        return (self.inputs, 1, 1)
+
+    def allocate(self, batch):
+        """(Re)allocate the per-batch buffers; called at build time and when the batch changes."""
+        self.batch = batch
+        self.output = np.zeros((batch,) + self.buffer_shape, F32)
+        if self.delta is not None:
+            self.delta = np.zeros_like(self.output)
+
+    def allocate_delta(self):
+        if self.delta is None or self.delta.shape != self.output.shape:
+            self.delta = np.zeros_like(self.output)
+
+    def input_of(self, net):
+        """net.input viewed with this layer's input shape (batch, c, h, w)."""
+        return net.input.reshape((self.batch,) + self.in_shape)
+
+    @staticmethod
+    def prev_delta(net, shape):
+        """net.delta viewed with `shape`, or None when there is no previous delta."""
+        return None if net.delta is None else net.delta.reshape(shape)
+
+    # ------------------------------------------------------------------ running
+    def forward(self, net):
+        raise NotImplementedError
+
+    def backward(self, net):
+        pass
+
+    def update(self, rate, momentum, decay, batch):
+        pass
+
+    # ------------------------------------------------------------------ parameters
+    def parameters(self):
+        """[(name, array)] in the order of the weights file; arrays are updated in place."""
+        return []
+
+    def weight_count(self):
+        return sum(a.size for _, a in self.parameters())
+
+    def read_weights(self, reader, transpose):
+        for name, array in self.parameters():
+            array[...] = reader.read(array.size, self, name).reshape(array.shape)
+
+    def write_weights(self, out, transpose):
+        for _, array in self.parameters():
+            out.append(np.ascontiguousarray(array, "<f4").tobytes())
+
+    # ------------------------------------------------------------------ description
+    def flops(self):
+        return 0.0
+
+    def describe(self):
+        """(filters, size, input, output) strings for the `info` table."""
+        return "", "", _shape_str(self.in_c, self.in_h, self.in_w, self.inputs), \
+            _shape_str(self.out_c, self.out_h, self.out_w, self.outputs)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.index} {self.type} -> {self.buffer_shape}>"
+
+
+def _shape_str(c, h, w, n):
+    return f"{w} x {h} x {c}" if c * h * w == n and n else f"{n}"
+
+
+class WeightedLayer(Layer):
+    """Layers with biases/weights (and optionally batch-norm scales) and Darknet's SGD update."""
+
+    batch_normalize = 0
+    scales = None
+
+    def update(self, rate, momentum, decay, batch):
+        if self.dont_update:
+            return
+        lr = np.float32(rate * self.learning_rate_scale / batch)
+        self.biases += lr * self.bias_updates
+        self.bias_updates *= np.float32(momentum)
+        if self.scales is not None and self.scale_updates is not None:
+            self.scales += lr * self.scale_updates
+            self.scale_updates *= np.float32(momentum)
+        self.weight_updates -= np.float32(decay * batch) * self.weights
+        self.weights += lr * self.weight_updates
+        self.weight_updates *= np.float32(momentum)

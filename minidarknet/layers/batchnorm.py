@@ -1,0 +1,160 @@
+"""Batch normalisation: the helpers used inside conv/connected layers and the [batchnorm] layer.
+
+Darknet (pjreddie, CPU) quirks kept in gradients="darknet" mode:
+  * training uses the batch mean and the UNBIASED variance, x_hat = (x - mean)/(sqrt(var) + 1e-6);
+  * rolling statistics move inside forward: rolling = .99*rolling + .01*batch_stat;
+  * backward uses sqrt(var + 1e-5) and N (not N - 1), so it is not quite the gradient of forward.
+gradients="exact" differentiates the forward that actually ran (same statistics, same epsilon).
+Arrays are viewed as (batch, channels, spatial).
+"""
+import numpy as np
+
+from .base import F32, InShape, Layer
+from .registry import register
+
+EPS_FORWARD = F32(1e-6)
+EPS_BACKWARD = F32(1e-5)
+
+
+def init_bn(layer, n):
+    layer.scales = np.ones(n, F32)
+    layer.rolling_mean = np.zeros(n, F32)
+    layer.rolling_variance = np.zeros(n, F32)
+    layer.scale_updates = np.zeros(n, F32)
+    layer.mean = np.zeros(n, F32)
+    layer.variance = np.zeros(n, F32)
+    layer.x = None
+    layer.x_norm = None
+
+
+def bn_forward(layer, out, train):
+    """Normalise `out` (B, C, S) in place, then scale and add the biases."""
+    layer.x = out.copy()
+    if train:
+        n = out.shape[0] * out.shape[2]
+        mean = out.mean(axis=(0, 2), dtype=np.float64)
+        centered = out - mean[None, :, None].astype(F32)
+        var = np.einsum("bcs,bcs->c", centered, centered, dtype=np.float64) / max(n - 1, 1)
+        layer.mean[:] = mean
+        layer.variance[:] = var
+        layer.rolling_mean *= F32(.99)
+        layer.rolling_mean += F32(.01) * layer.mean
+        layer.rolling_variance *= F32(.99)
+        layer.rolling_variance += F32(.01) * layer.variance
+        mean, var = layer.mean, layer.variance
+    else:
+        mean, var = layer.rolling_mean, layer.rolling_variance
+    out -= mean[None, :, None]
+    out /= (np.sqrt(var) + EPS_FORWARD)[None, :, None]
+    if train:
+        layer.x_norm = out.copy()
+    out *= layer.scales[None, :, None]
+    out += layer.biases[None, :, None]
+
+
+def bn_backward(layer, delta, train):
+    """Given delta (B, C, S) w.r.t. the BN output, accumulate scale/bias updates and turn delta
+    (in place) into the delta w.r.t. the BN input."""
+    x_norm = layer.x_norm if train and layer.x_norm is not None else _inference_x_norm(layer)
+    layer.bias_updates += delta.sum(axis=(0, 2))
+    layer.scale_updates += np.einsum("bcs,bcs->c", delta, x_norm)
+    delta *= layer.scales[None, :, None]
+    if not train:
+        # Darknet falls back to the rolling statistics as if they were batch statistics;
+        # the exact gradient of the inference formula is a plain rescale.
+        if layer.exact:
+            delta /= (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
+        else:
+            _darknet_normalize_delta(layer, delta, layer.rolling_mean, layer.rolling_variance)
+    elif layer.exact:
+        _exact_normalize_delta(layer, delta)
+    else:
+        _darknet_normalize_delta(layer, delta, layer.mean, layer.variance)
+
+
+def _inference_x_norm(layer):
+    x = layer.x
+    return (x - layer.rolling_mean[None, :, None]) / \
+        (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
+
+
+def _darknet_normalize_delta(layer, delta, mean, variance):
+    # Darknet's mean_delta / variance_delta / normalize_delta (CPU), N = batch*spatial.
+    n = F32(delta.shape[0] * delta.shape[2])
+    centered = layer.x - mean[None, :, None]
+    inv_std = (F32(1) / np.sqrt(variance + EPS_BACKWARD))
+    mean_delta = -delta.sum(axis=(0, 2)) * inv_std
+    variance_delta = np.einsum("bcs,bcs->c", delta, centered) * F32(-.5) * inv_std ** 3
+    delta *= inv_std[None, :, None]
+    delta += (variance_delta[None, :, None] * F32(2) * centered + mean_delta[None, :, None]) / n
+
+
+def _exact_normalize_delta(layer, delta):
+    # Gradient of x_hat = (x - mean)/(sigma + eps), sigma = sqrt(unbiased variance).
+    n = delta.shape[0] * delta.shape[2]
+    sigma = np.sqrt(layer.variance)
+    s = sigma + EPS_FORWARD
+    x_norm = layer.x_norm
+    mean_g = delta.mean(axis=(0, 2))
+    dot = np.einsum("bcs,bcs->c", delta, x_norm)
+    coef = np.where(sigma > 0, dot / (max(n - 1, 1) * np.where(sigma > 0, sigma, 1)), 0).astype(F32)
+    delta -= mean_g[None, :, None]
+    delta /= s[None, :, None]
+    delta -= x_norm * coef[None, :, None]
+
+
+@register("batchnorm")
+class BatchNorm(Layer):
+    """[batchnorm]: standalone batch normalisation over the previous layer's channels.
+
+    pjreddie's CPU build crashes on this layer and never trains it; we run it as AlexeyAB does
+    for forward/backward (keeping pjreddie's epsilon), and its scales/biases do train."""
+    type = "batchnorm"
+
+    def __init__(self, section, shape, net):
+        super().__init__(section, shape, net)
+        self.set_output_shape(shape.c, shape.h, shape.w, shape.inputs)
+        c = self.buffer_shape[0]
+        init_bn(self, c)
+        self.biases = np.zeros(c, F32)
+        self.bias_updates = np.zeros(c, F32)
+        self.allocate(shape.batch)
+
+    def _view(self, a):
+        return a.reshape(self.batch, self.buffer_shape[0], -1)
+
+    def forward(self, net):
+        self.output[...] = net.input.reshape(self.output.shape)
+        self.train = net.train
+        bn_forward(self, self._view(self.output), net.train)
+
+    def backward(self, net):
+        delta = self._view(self.delta)
+        bn_backward(self, delta, self.train)
+        prev = net.delta
+        if prev is not None:
+            # Darknet copies (overwrites) into the previous delta; exact mode accumulates.
+            if self.exact:
+                prev += delta.reshape(prev.shape)
+            else:
+                prev[...] = delta.reshape(prev.shape)
+
+    def update(self, rate, momentum, decay, batch):
+        if self.dont_update:
+            return
+        lr = F32(rate * self.learning_rate_scale / batch)
+        self.biases += lr * self.bias_updates
+        self.bias_updates *= F32(momentum)
+        self.scales += lr * self.scale_updates
+        self.scale_updates *= F32(momentum)
+
+    def parameters(self):
+        # pjreddie's file layout for [batchnorm]: scales, rolling mean, rolling variance.
+        return [("scales", self.scales), ("rolling_mean", self.rolling_mean),
+                ("rolling_variance", self.rolling_variance)]
+
+    def describe(self):
+        return "", "", *super().describe()[2:]
+
+
+__all__ = ["BatchNorm", "init_bn", "bn_forward", "bn_backward", "InShape"]

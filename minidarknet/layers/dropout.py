@@ -1,0 +1,65 @@
+"""[dropout]: in training, zero each input with probability p and scale the rest by 1/(1-p).
+
+As in Darknet the layer works in place: its output and delta ARE the previous layer's buffers,
+so the dropped values are visible to any route that reads the previous layer.  Inactive at
+inference.  (Darknet's default probability is .5 in pjreddie's fork, .2 in AlexeyAB's.)
+"""
+import numpy as np
+
+from .base import F32, Layer
+from .registry import register
+
+
+@register("dropout")
+class Dropout(Layer):
+    type = "dropout"
+
+    def __init__(self, section, shape, net):
+        super().__init__(section, shape, net)
+        self.probability = section.float("probability", 0.5)
+        if not 0 <= self.probability < 1:
+            raise section.error(f"[dropout] probability={self.probability}: must be in [0, 1)",
+                                "probability")
+        for key in ("dropblock", "dropblock_size_rel", "dropblock_size_abs"):
+            if section.float(key, 0):
+                raise section.error(f"[dropout] {key}: AlexeyAB's DropBlock is not supported", key)
+        self.scale = F32(1 / (1 - self.probability))
+        self.set_output_shape(shape.c, shape.h, shape.w, shape.inputs)
+        self.prev = net.layers[-1] if net.layers else None
+        self.mask = None
+        self.allocate(shape.batch)
+
+    def allocate(self, batch):
+        self.batch = batch
+        if self.prev is None:
+            super().allocate(batch)
+        else:
+            self.output = self.prev.output
+            self.delta = self.prev.delta
+
+    def allocate_delta(self):
+        if self.prev is None:
+            super().allocate_delta()
+        else:
+            self.delta = self.prev.delta
+
+    def forward(self, net):
+        if self.prev is None:
+            self.output[...] = net.input.reshape(self.output.shape)
+        if not net.train:
+            self.mask = None
+            return
+        r = net.rng.random(self.output.shape, dtype=F32)
+        self.mask = np.where(r < F32(self.probability), F32(0), self.scale)
+        self.output *= self.mask
+
+    def backward(self, net):
+        if net.delta is None or self.mask is None:
+            return
+        if self.prev is None:
+            net.delta.reshape(self.delta.shape)[...] += self.delta * self.mask
+        else:
+            self.delta *= self.mask   # the previous delta itself
+
+    def describe(self):
+        return f"p = {self.probability:.2f}", "", f"{self.inputs}", f"{self.outputs}"
