@@ -1,0 +1,1 @@
+"""Subcommands of the minidarknet CLI, one module each (see minidarknet/cli.py)."""
