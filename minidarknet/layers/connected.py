@@ -22,7 +22,9 @@ class Connected(WeightedLayer):
         self.activation = self.activation_from(section, "logistic")
         self.batch_normalize = section.int("batch_normalize", 0)
         self.set_output_shape(n, 1, 1)
-        self.weights = np.zeros((n, shape.inputs), F32)
+        # Darknet's initialisation (used when no weights file is loaded): sqrt(2/inputs)*U(-1,1).
+        scale = np.sqrt(2.0 / shape.inputs)
+        self.weights = (scale * net.rng.uniform(-1, 1, (n, shape.inputs))).astype(F32)
         self.weight_updates = np.zeros_like(self.weights)
         self.biases = np.zeros(n, F32)
         self.bias_updates = np.zeros(n, F32)

@@ -1,0 +1,22 @@
+"""`minidarknet info CFG`: the layer table Darknet prints at load time."""
+import json
+
+import click
+
+
+@click.command(name="info")
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option("--width", type=int, help="Override [net] width (Darknet's resize_network).")
+@click.option("--height", type=int, help="Override [net] height.")
+@click.option("--json", "as_json", is_flag=True, help="Print the table as JSON.")
+def command(cfg, width, height, as_json):
+    """Print the layers of CFG: type, filters, size/stride, input -> output, BFLOPs."""
+    import minidarknet
+    from minidarknet.summary import format_table, layer_rows
+    net = minidarknet.load(cfg, width=width, height=height, batch=1)
+    if as_json:
+        click.echo(json.dumps({"cfg": cfg, "input": [net.c, net.h, net.w],
+                               "layers": layer_rows(net),
+                               "parameters": net.parameter_count()}, indent=1))
+    else:
+        click.echo(format_table(net))
