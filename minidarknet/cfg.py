@@ -105,21 +105,26 @@ class Section:
                 warn(f"{self.where(key)}: empty item in '{key}={text}' reads as 0, as in Darknet")
                 values.append(0 if integer else 0.0)
             else:
-                values.append(self._number(key, item, integer))
+                values.append(self._number(key, item, integer, whole=text))
         return values
 
-    def _number(self, key, text, integer):
-        pattern = _INT if integer else _FLOAT
-        if not pattern.fullmatch(text):
-            if integer and _FLOAT.fullmatch(text):
-                value = float(text)
-                if math.isfinite(value) and value == int(value):
-                    return int(value)
+    def _number(self, key, text, integer, whole=None):
+        shown = _short(whole or text)
+        value = None
+        if integer and _INT.fullmatch(text):
+            # (a very long digit string is out of range without converting it all)
+            value = int(text) if len(text.lstrip("+-0")) <= 12 else math.inf
+        elif _FLOAT.fullmatch(text):
+            value = float(text)
+            if integer:
+                # "6.0" or "1e3" is accepted for an integer key when it is a whole number.
+                value = int(value) if math.isfinite(value) and value == int(value) else None
+        if value is None:
             kind = "an integer" if integer else "a number"
-            raise self.error(f"{self.header} {key}={text}: expected {kind}", key)
-        value = int(text) if integer else float(text)
+            item = "" if whole is None else f" (item '{_short(text)}')"
+            raise self.error(f"{self.header} {key}={shown}: expected {kind}{item}", key)
         if integer and abs(value) > 2**31 - 1:
-            raise self.error(f"{self.header} {key}={text}: integer out of range", key)
+            raise self.error(f"{self.header} {key}={shown}: integer out of range", key)
         return value
 
     def unused(self):
@@ -132,6 +137,11 @@ class Section:
 
     def __repr__(self):
         return f"<Section {self.header} at {self.path}:{self.line}>"
+
+
+def _short(text, limit=60):
+    """A value as quoted in a one-line message (very long values are cut)."""
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
 
 
 def _strip_comment(value):
