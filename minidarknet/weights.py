@@ -94,7 +94,9 @@ def weights_bytes(net, cutoff=None):
     major, minor, revision = net.weights_version
     seen_bytes, transpose = _header_layout(major, minor)
     chunks = [np.array([major, minor, revision], "<i4").tobytes(),
-              np.array([net.seen], "<u8" if seen_bytes == 8 else "<u4").tobytes()]
+              # a 4-byte counter wraps as Darknet's C cast does
+              np.array([net.seen % 2 ** (8 * seen_bytes)],
+                       "<u8" if seen_bytes == 8 else "<u4").tobytes()]
     layers = net.layers if cutoff is None else net.layers[:cutoff]
     for layer in layers:
         if not layer.dontsave:
