@@ -12,18 +12,22 @@ from .cfg import parse_cfg_text, read_cfg
 from .errors import (CfgError, DarknetWarning, DataError, ImageError, MiniDarknetError,
                      ShapeError, WeightsError)
 from .network import Network
+from .overrides import apply_overrides
 
 __version__ = "0.1.0"
 
 
 def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="darknet",
-         cutoff=None, seed=None):
+         cutoff=None, seed=None, overrides=None):
     """Build the network described by the cfg file `cfg` and optionally load `weights`.
 
     batch/width/height override the [net] values (Darknet's set_batch_network /
     resize_network); gradients is "darknet" (Darknet's CPU numbers and quirks) or "exact"
-    (the true gradient of the loss); cutoff loads only the first N layers' weights."""
-    net = Network(read_cfg(cfg), gradients=gradients, batch=batch, width=width, height=height,
+    (the true gradient of the loss); cutoff loads only the first N layers' weights;
+    overrides {"net.learning_rate": 0.01, "l2norm.backward": "exact", "layers[2].size": 3}
+    changes cfg keys before the network is built (see minidarknet.overrides)."""
+    sections = apply_overrides(read_cfg(cfg), overrides)
+    net = Network(sections, gradients=gradients, batch=batch, width=width, height=height,
                   seed=seed)
     if weights is not None:
         net.load_weights(weights, cutoff=cutoff)
@@ -32,12 +36,13 @@ def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="d
 
 def loads(text, weights=None, *, path="<cfg>", **options):
     """Like load(), with the cfg given as text."""
-    net = Network(parse_cfg_text(text, path), gradients=options.pop("gradients", "darknet"),
+    sections = apply_overrides(parse_cfg_text(text, path), options.pop("overrides", None))
+    net = Network(sections, gradients=options.pop("gradients", "darknet"),
                   **options)
     if weights is not None:
         net.load_weights(weights)
     return net
 
 
-__all__ = ["load", "loads", "Network", "MiniDarknetError", "CfgError", "WeightsError",
-           "ImageError", "DataError", "ShapeError", "DarknetWarning", "__version__"]
+__all__ = ["load", "loads", "apply_overrides", "Network", "MiniDarknetError", "CfgError",
+           "WeightsError", "ImageError", "DataError", "ShapeError", "DarknetWarning", "__version__"]
