@@ -110,7 +110,7 @@ class Network:
         self.set_batch(x.shape[0])
         self.truth = None if truth is None else self._as_truth(truth, x.shape[0])
         self.train = bool(train)
-        if self.train or self._deltas:
+        if self.train or self._deltas or self.truth is not None:   # loss layers write deltas
             self._allocate_deltas()
             for layer in self.layers:
                 if layer.delta is not None:
