@@ -11,6 +11,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..activations import get_activation
+from ..errors import ShapeError
 
 # The shape handed from one layer to the next (Darknet's size_params).
 InShape = namedtuple("InShape", "batch c h w inputs")
@@ -94,6 +95,16 @@ class Layer:
     def input_of(self, net):
         """net.input viewed with this layer's input shape (batch, c, h, w)."""
         return net.input.reshape((self.batch,) + self.in_shape)
+
+    def truth_for_loss(self, net, shape):
+        """net.truth viewed with `shape` for a loss this layer computes; a truth of another size
+        (a loss layer that is not last: Darknet would read past the truth) is a ShapeError."""
+        if net.truth.size != int(np.prod(shape)):
+            raise ShapeError(
+                f"layer {self.index} ({self.type}) computes a loss against the truth, which has "
+                f"{net.truth.size // self.batch} values per sample, but the layer has "
+                f"{self.outputs}; a loss layer must match the network's truth")
+        return net.truth.reshape(shape)
 
     @staticmethod
     def prev_delta(net, shape):

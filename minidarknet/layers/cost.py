@@ -39,7 +39,7 @@ class Cost(Layer):
         if net.truth is None:
             return
         pred = net.input.reshape(self.output.shape)
-        truth = net.truth.reshape(self.output.shape)
+        truth = self.truth_for_loss(net, self.output.shape)
         if self.cost_type == "masked":
             pred[truth == SECRET_NUM] = SECRET_NUM   # Darknet overwrites the input in place
         diff = truth - pred

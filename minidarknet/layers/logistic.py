@@ -32,7 +32,7 @@ class Logistic(Layer):
         if net.truth is None:
             return
         p = self.output
-        t = net.truth.reshape(p.shape)
+        t = self.truth_for_loss(net, p.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             loss = -t * np.log(p) - (1 - t) * np.log(1 - p)
         self.cost = float(loss.sum(dtype=np.float64))

@@ -53,7 +53,7 @@ class Softmax(Layer):
         self.loss_delta = None
         if net.truth is None or self.noloss:
             return
-        truth = net.truth.reshape(p.shape)
+        truth = self.truth_for_loss(net, p.shape)
         with np.errstate(divide="ignore"):
             loss = np.where(truth != 0, -np.log(p), F32(0))
         self.cost = float(loss.sum(dtype=np.float64))
