@@ -45,7 +45,7 @@ class Connected(WeightedLayer):
         else:
             out += self.biases
         if self.activation.needs_input(self.exact):
-            self.x_pre = out.copy()
+            self.x_pre = self.output.copy()   # (B, n, 1, 1), the shape of delta
         self.activation.forward(self.output, self.output)
 
     def backward(self, net):
