@@ -57,7 +57,10 @@ class Softmax(Layer):
         with np.errstate(divide="ignore"):
             loss = np.where(truth != 0, -np.log(p), F32(0))
         self.cost = float(loss.sum(dtype=np.float64))
-        self.objective = self.cost
+        # Darknet's cost counts -log p wherever truth != 0; the loss whose gradient the delta
+        # is, and so the objective, is the cross-entropy -sum(truth * log p) (the same for
+        # 0/1 truths, different for soft labels).
+        self.objective = float(np.where(truth != 0, truth * loss, F32(0)).sum(dtype=np.float64))
         if self.exact:
             self.loss_delta = (truth - p * truth.sum(axis=2, keepdims=True)) / t
         else:
