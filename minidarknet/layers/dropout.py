@@ -27,6 +27,7 @@ class Dropout(Layer):
         self.set_output_shape(shape.c, shape.h, shape.w, shape.inputs)
         self.prev = net.layers[-1] if net.layers else None
         self.mask = None
+        self.undropped = None
         self.allocate(shape.batch)
 
     def allocate(self, batch):
@@ -51,6 +52,8 @@ class Dropout(Layer):
             return
         r = net.rng.random(self.output.shape, dtype=F32)
         self.mask = np.where(r < F32(self.probability), F32(0), self.scale)
+        if self.exact and self.prev is not None:
+            self.undropped = self.output.copy()
         self.output *= self.mask
 
     def backward(self, net):
@@ -60,6 +63,12 @@ class Dropout(Layer):
             net.delta.reshape(self.delta.shape)[...] += self.delta * self.mask
         else:
             self.delta *= self.mask   # the previous delta itself
+            if self.exact and self.undropped is not None:
+                # The previous layer's activation gradient is a function of its output, which
+                # dropout scaled in place (Darknet evaluates it there); the exact gradient
+                # needs the values before dropout.  Later layers' backward has already run.
+                self.output[...] = self.undropped
+                self.undropped = None
 
     def describe(self):
         return f"p = {self.probability:.2f}", "", f"{self.inputs}", f"{self.outputs}"
