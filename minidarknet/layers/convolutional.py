@@ -1,0 +1,285 @@
+"""[convolutional] / [conv]: grouped 2-d convolution (+ batch norm or bias) + activation.
+
+Keys (pjreddie): filters (1), size (1), stride (1), pad / padding (pad=1 means padding=size/2,
+overriding padding), groups (1), batch_normalize (0), activation (logistic), flipped, dot.
+AlexeyAB extras: stride_x / stride_y (each defaults to stride), dilation (forced to 1 for
+size 1; the im2col padding is padding*dilation while the output size ignores dilation, as AB
+computes it -- a combination where the two disagree would make AB read garbage and is
+rejected), stream / wait_stream (GPU scheduling, no effect), grad_centr (AB's GPU update
+only, no effect on the CPU path that minidarknet reproduces).
+
+Rejected with an error naming the key, because they change the maths and are not implemented:
+binary / xnor / bin_output (XNOR nets), antialiasing, share_index, cbn, sway / rotate /
+stretch / stretch_sway (deformable kernels), coordconv, assisted_excitation.  Also rejected:
+size=1 with stride > 1 or padding > 0 -- pjreddie's CPU code then skips im2col and multiplies
+the first out_h*out_w input pixels of each channel (garbage; verified, spec section 10) and AB
+does the same for padding; no shipped cfg uses it, so we refuse rather than reproduce it.
+
+Weights file: biases[n], then with batch_normalize scales[n], rolling_mean[n],
+rolling_variance[n] (read only without dontloadscales, always written, as Darknet), then
+weights[n][c/groups][size][size].  numload=k (pjreddie) reads only the first k filters;
+flipped=1 means the file stores the weights transposed ([c*size*size][n]).
+
+gradients="darknet" reproduces pjreddie's CPU backward, including its overwrite quirk: for
+size 1 the input delta is written with GEMM beta=0, REPLACING what a route/shortcut had already
+added to the previous layer's delta (golden README quirk 5).  gradients="exact" accumulates.
+"""
+import numpy as np
+
+from .. import ops
+from .base import F32, WeightedLayer
+from .batchnorm import EPS_FORWARD, bn_backward, bn_forward, init_bn
+from .registry import register
+
+# AlexeyAB keys that change the maths and are not implemented: key -> what it is.
+UNSUPPORTED_AB = {
+    "antialiasing": "AlexeyAB's anti-aliased (blurred) strided convolution",
+    "share_index": "AlexeyAB's weight sharing between layers",
+    "cbn": "AlexeyAB's cross-iteration batch normalization",
+    "bin_output": "AlexeyAB's binary (XNOR) output",
+    "sway": "AlexeyAB's deformable (sway) kernels",
+    "rotate": "AlexeyAB's deformable (rotate) kernels",
+    "stretch": "AlexeyAB's deformable (stretch) kernels",
+    "stretch_sway": "AlexeyAB's deformable (stretch_sway) kernels",
+    "coordconv": "AlexeyAB's CoordConv channels",
+    "assisted_excitation": "AlexeyAB's assisted excitation",
+}
+
+
+@register("convolutional", "conv")
+class Convolutional(WeightedLayer):
+    type = "convolutional"
+    needs_image = True
+
+    def __init__(self, section, shape, net):
+        super().__init__(section, shape, net)
+        self._read_keys(section, shape)
+        out_h, out_w = self._check_geometry(section, shape)
+        n, cg, k = self.filters, shape.c // self.groups, self.size
+        self.set_output_shape(n, out_h, out_w)
+        self.op = ops.ConvOp(shape.c, shape.h, shape.w, n, k, self.stride_y, self.stride_x,
+                             self.padding * self.dilation, self.dilation, self.groups,
+                             self.out_h, self.out_w)
+        fan_in = k * k * cg
+        self.weights = (np.sqrt(2.0 / fan_in) *
+                        net.rng.uniform(-1, 1, (n, cg, k, k))).astype(F32)
+        self.weight_updates = np.zeros_like(self.weights)
+        self.biases = np.zeros(n, F32)
+        self.bias_updates = np.zeros(n, F32)
+        if self.batch_normalize:
+            init_bn(self, n)
+        else:
+            self.scale_updates = None
+        self.train = False
+        self._bn_affine = False
+        self.allocate(shape.batch)
+
+    # ------------------------------------------------------------------ cfg
+    def _read_keys(self, s, shape):
+        self.filters = s.int("filters", 1)
+        self.size = s.int("size", 1)
+        self.stride = s.int("stride", 1)
+        stride_x, stride_y = s.int("stride_x", -1), s.int("stride_y", -1)
+        self.stride_x = stride_x if stride_x >= 1 else self.stride
+        self.stride_y = stride_y if stride_y >= 1 else self.stride
+        self.dilation = s.int("dilation", 1)
+        if self.size == 1:
+            self.dilation = 1           # AlexeyAB forces it
+        pad, self.padding = s.int("pad", 0), s.int("padding", 0)
+        if pad:
+            self.padding = self.size // 2
+        self.groups = s.int("groups", 1)
+        self.activation = self.activation_from(s, "logistic")
+        self.batch_normalize = s.int("batch_normalize", 0)
+        for key in ("binary", "xnor"):
+            if s.int(key, 0):
+                raise s.error(f"[convolutional] {key}={s.raw(key)}: XNOR/binary convolutions "
+                              f"are not supported by minidarknet", key)
+        for key, what in UNSUPPORTED_AB.items():
+            if s.has(key) and (key == "share_index" or s.float(key, 0)):
+                raise s.error(f"[convolutional] {key}={s.raw(key)}: {what} is not supported "
+                              f"by minidarknet", key)
+        self.flipped = s.int("flipped", 0)
+        s.float("dot", 0.0)             # pjreddie: only read by a disabled GPU routine
+        s.int("grad_centr", 0)          # AlexeyAB: GPU update only
+        s.int("stream", -1)             # AlexeyAB: CUDA stream scheduling
+        s.int("wait_stream", -1)
+
+    def _check_geometry(self, s, shape):
+        checks = [("filters", self.filters >= 1), ("size", self.size >= 1),
+                  ("stride", self.stride_x >= 1 and self.stride_y >= 1),
+                  ("groups", self.groups >= 1), ("dilation", self.dilation >= 1),
+                  ("padding", self.padding >= 0)]
+        for key, ok in checks:
+            if not ok:
+                raise s.error(f"[convolutional] {key}={s.raw(key)}: must be at least "
+                              f"{0 if key == 'padding' else 1}", key)
+        if shape.c % self.groups or self.filters % self.groups:
+            raise s.error(f"[convolutional] groups={self.groups}: must divide both the input "
+                          f"channels ({shape.c}) and filters ({self.filters})", "groups")
+        if self.size == 1 and (self.stride_x > 1 or self.stride_y > 1 or self.padding > 0):
+            raise s.error(
+                f"[convolutional] size=1 with stride {self.stride_x}x{self.stride_y} and "
+                f"padding {self.padding}: Darknet's CPU code skips im2col for size 1 and "
+                f"computes garbage here; use size=1 stride=1 without padding (or a [maxpool] "
+                f"/ [reorg] to subsample)", "size")
+        if self.flipped and self.groups > 1:
+            raise s.error("[convolutional] flipped=1 with groups > 1: Darknet transposes "
+                          "c*size*size x n values, more than the layer holds", "flipped")
+        k, p, d = self.size, self.padding, self.dilation
+        out_h = ops.c_div(shape.h + 2 * p - k, self.stride_y) + 1
+        out_w = ops.c_div(shape.w + 2 * p - k, self.stride_x) + 1
+        if out_h < 1 or out_w < 1:
+            raise s.error(f"[convolutional] size={k} padding={p}: the {shape.w} x {shape.h} "
+                          f"input is too small (output {out_w} x {out_h})", "size")
+        reach = d * (k - 1) + 1
+        cols_h = ops.c_div(shape.h + 2 * p * d - reach, self.stride_y) + 1
+        cols_w = ops.c_div(shape.w + 2 * p * d - reach, self.stride_x) + 1
+        if (cols_h, cols_w) != (out_h, out_w):
+            raise s.error(
+                f"[convolutional] dilation={d} with size={k} padding={p}: AlexeyAB sizes the "
+                f"output {out_w} x {out_h} without dilation but its im2col produces "
+                f"{cols_w} x {cols_h} (Darknet would read garbage); use pad=1 with an odd "
+                f"size", "dilation")
+        return out_h, out_w
+
+    # ------------------------------------------------------------------ buffers
+    def allocate(self, batch):
+        super().allocate(batch)
+        self.x_pre = (np.zeros_like(self.output) if self.activation.needs_input(self.exact)
+                      else None)
+        plan = self.op.chunks(batch, self.output.itemsize)
+        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        self._act_scratch = np.empty(most * self.out_w * self.out_c, self.output.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, net):
+        x = self.input_of(net)
+        self.train = net.train
+        out = self.output
+        out3 = out.reshape(self.batch, self.out_c, -1)
+        if self.batch_normalize and net.train:
+            self._bn_affine = False
+            self.op.forward(x, self.weights, out)
+            bn_forward(self, out3, True)
+            self._activate(out3, self._x_pre3())
+            return
+        # Bias (or inference batch norm as a per-channel affine map) and the activation run
+        # on each chunk of the convolution while it is still in cache.
+        scale, shift = self._affine(out.dtype)
+        self._bn_affine = bool(self.batch_normalize)
+        x_pre3 = self._x_pre3()
+
+        def epilogue(b0, b1, c0, c1):
+            v = out3[b0:b1, :, c0:c1]
+            if scale is not None:
+                v *= scale[:, None]
+            v += shift[:, None]
+            self._activate(v, None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
+
+        self.op.forward(x, self.weights, out, epilogue)
+
+    def _x_pre3(self):
+        return None if self.x_pre is None else self.x_pre.reshape(self.batch, self.out_c, -1)
+
+    def _affine(self, dtype):
+        """(scale, shift) with out*scale + shift = Darknet's inference output before the
+        activation: biases alone, or gamma*(x - mean)/(sqrt(var) + 1e-6) + beta."""
+        if not self.batch_normalize:
+            return None, self.biases
+        scale = (self.scales / (np.sqrt(self.rolling_variance) + EPS_FORWARD)).astype(dtype)
+        shift = (self.biases - self.rolling_mean * scale).astype(dtype)
+        return scale, shift
+
+    def _activate(self, v, x_pre):
+        if x_pre is not None:
+            np.copyto(x_pre, v)
+        name = self.activation.name
+        if name == "linear":
+            return
+        if name == "leaky":
+            ops.leaky_inplace(v, self._act_scratch)
+        else:
+            self.activation.forward(v, v)
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, net):
+        delta = self.delta
+        self.activation.backprop(delta, self.output, self.x_pre, self.exact)
+        delta3 = delta.reshape(self.batch, self.out_c, -1)
+        x = self.input_of(net)
+        if self.batch_normalize:
+            if self._bn_affine:
+                self._recompute_bn_input(x)
+            bn_backward(self, delta3, self.train)
+        else:
+            self.bias_updates += delta3.sum(axis=(0, 2))
+        prev = self.prev_delta(net, x.shape)
+        # Darknet (pjreddie CPU) writes a 1x1 convolution's input delta with beta=0.
+        overwrite = self.size == 1 and not self.exact
+        self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
+
+    def _recompute_bn_input(self, x):
+        # The inference forward folded BN into an affine map and kept no pre-BN copy; the
+        # batch-norm backward needs it.
+        pre = np.empty_like(self.output)
+        self.op.forward(x, self.weights, pre)
+        self.x = pre.reshape(self.batch, self.out_c, -1)
+        self.x_norm = None
+
+    # ------------------------------------------------------------------ weights
+    def _bn_arrays(self):
+        return [("scales", self.scales), ("rolling_mean", self.rolling_mean),
+                ("rolling_variance", self.rolling_variance)]
+
+    def parameters(self):
+        params = [("biases", self.biases)]
+        if self.batch_normalize:
+            params += self._bn_arrays()
+        return params + [("weights", self.weights)]
+
+    def _loaded_arrays(self):
+        params = [("biases", self.biases)]
+        if self.batch_normalize and not self.dontloadscales:
+            params += self._bn_arrays()
+        return params + [("weights", self.weights)]
+
+    def read_weights(self, reader, transpose):
+        count = self.filters
+        if self.numload:
+            if not 0 < self.numload <= self.filters:
+                raise self.section.error(f"[convolutional] numload={self.numload}: must be "
+                                         f"between 1 and filters={self.filters}", "numload")
+            count = self.numload
+        for name, array in self._loaded_arrays():
+            if name != "weights":
+                array[:count] = reader.read(count, self, name)
+                continue
+            per_filter = array[0].size
+            values = reader.read(count * per_filter, self, name)
+            if self.flipped:
+                # Stored [c*size*size][count]; Darknet transposes after loading.
+                values = values.reshape(per_filter, count).T
+            array[:count] = values.reshape((count,) + array.shape[1:])
+
+    def write_weights(self, out, transpose):
+        # Darknet writes the BN arrays whenever the layer has them (even with dontloadscales)
+        # and the weights in memory order (flipped files come back unflipped).
+        for _, array in self.parameters():
+            out.append(np.ascontiguousarray(array, "<f4").tobytes())
+
+    # ------------------------------------------------------------------ description
+    def flops(self):
+        # pjreddie: 2 * n * size^2 * (c/groups) * out_h * out_w, with c/groups in double.
+        return (2.0 * self.filters * self.size * self.size * (self.in_c / self.groups)
+                * self.out_h * self.out_w)
+
+    def describe(self):
+        filters = f"{self.filters}" if self.groups == 1 else f"{self.filters}/{self.groups}"
+        stride = (f"{self.stride_x}" if self.stride_x == self.stride_y
+                  else f"{self.stride_x}x{self.stride_y}")
+        size = f"{self.size} x {self.size} / {stride}"
+        if self.dilation > 1:
+            size += f" ({self.dilation})"
+        _, _, inp, out = super().describe()
+        return filters, size, inp, out

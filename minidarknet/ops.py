@@ -1,0 +1,371 @@
+"""Numeric kernels for the convolution family: im2col / col2im built from strided views, grouped
+GEMMs, pooling windows and a few in-place helpers.
+
+Every function works in the dtype of the arrays it is given (float32 in the network, float64 in
+the gradient tests) and writes into caller-owned or cached buffers, so a forward pass allocates
+nothing once the buffers exist.
+
+Layout conventions (NCHW, as Darknet):
+    input x        (B, C, H, W)
+    weights        (n, C/groups, k, k)          viewed as (groups, n/groups, kdim)
+    columns        (B, C, k, k, rows, out_w)    viewed as (B, groups, kdim, rows*out_w)
+with kdim = (C/groups)*k*k, so one np.matmul call multiplies every group of every sample.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
+
+# Column matrices are built in chunks of output rows so that each chunk (and the GEMM reading
+# it) stays in the L2 cache; a chunk keeps at least MIN_CHUNK_COLS columns so that the GEMM
+# stays efficient on small feature maps.  Measured on the project machine (benchmarks/
+# bench_conv.py): 2 MiB chunks speed up the 416x416 and 208x208 layers of yolov3-tiny by
+# 1.2-1.4x; below ~1000 columns the GEMM loses more than the cache gains.
+CHUNK_BYTES = 2 << 20
+MIN_CHUNK_COLS = 1024
+
+
+def c_div(a, b):
+    """C integer division (truncates toward zero, unlike Python's //)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+class Scratch:
+    """Named buffers allocated on first use and reused while shape and dtype stay the same."""
+
+    def __init__(self):
+        self._buffers = {}
+
+    def get(self, name, shape, dtype, fill=None):
+        shape = tuple(int(s) for s in shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = np.empty(shape, dtype)
+            if fill is not None:
+                buf.fill(fill)
+            self._buffers[name] = buf
+        return buf
+
+    def clear(self):
+        self._buffers.clear()
+
+
+def window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0=0, writeable=False):
+    """A (..., C, k, k, rows, cols) strided view of xp (..., C, Hp, Wp):
+    element [..., c, ky, kx, oy, ox] is xp[..., c, (row0 + oy)*stride_y + ky*dilation,
+    ox*stride_x + kx*dilation].  No copy; the caller guarantees the windows fit in xp."""
+    *lead, row_stride, col_stride = xp.strides
+    base = xp[..., row0 * stride_y:, :]
+    shape = xp.shape[:-2] + (k, k, rows, cols)
+    strides = tuple(lead) + (row_stride * dilation, col_stride * dilation,
+                             row_stride * stride_y, col_stride * stride_x)
+    return as_strided(base, shape, strides, writeable=writeable)
+
+
+def im2col(xp, col, k, stride_y, stride_x, dilation, row0=0):
+    """Copy the windows of padded input xp (B, C, Hp, Wp) into col (B, C, k, k, rows, cols):
+    one strided slice copy per kernel offset (faster than one 6-d copy)."""
+    rows, cols = col.shape[-2:]
+    view = window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0)
+    for ky in range(k):
+        for kx in range(k):
+            np.copyto(col[..., ky, kx, :, :], view[..., ky, kx, :, :])
+
+
+def col2im_add(col, xp, k, stride_y, stride_x, dilation, row0=0):
+    """Adjoint of im2col: add col (B, C, k, k, rows, cols) into padded xp (B, C, Hp, Wp).
+    Positions of one kernel offset never overlap, so each offset is one strided add."""
+    rows, cols = col.shape[-2:]
+    view = window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0, writeable=True)
+    for ky in range(k):
+        for kx in range(k):
+            target = view[..., ky, kx, :, :]
+            np.add(target, col[..., ky, kx, :, :], out=target)
+
+
+class ConvOp:
+    """Grouped 2-d cross-correlation with zero padding, stride (y, x) and dilation, as
+    Darknet's im2col + GEMM computes it (no kernel flip).  Holds the geometry and the
+    scratch buffers; forward / backward read and write caller-owned arrays.
+
+    `pad` is the number of zero pixels on every side (already multiplied by the dilation,
+    as AlexeyAB passes it to im2col_cpu_ext)."""
+
+    def __init__(self, c, h, w, n, k, stride_y, stride_x, pad, dilation, groups, out_h, out_w):
+        self.c, self.h, self.w, self.n, self.k = c, h, w, n, k
+        self.stride_y, self.stride_x, self.pad, self.dilation = stride_y, stride_x, pad, dilation
+        self.groups = groups
+        self.out_h, self.out_w = out_h, out_w
+        self.cg, self.m = c // groups, n // groups
+        self.kdim = self.cg * k * k
+        self.spatial = out_h * out_w
+        # A 1x1 stride-1 unpadded convolution is a plain matrix product with the input.
+        self.direct = (k == 1 and stride_y == 1 and stride_x == 1 and pad == 0
+                       and out_h == h and out_w == w)
+        self.scratch = Scratch()
+        self._plans = {}
+        reach_y = (out_h - 1) * stride_y + (k - 1) * dilation + 1
+        reach_x = (out_w - 1) * stride_x + (k - 1) * dilation + 1
+        if reach_y > h + 2 * pad or reach_x > w + 2 * pad:
+            raise ValueError("convolution windows reach outside the padded input")
+
+    # ------------------------------------------------------------------ helpers
+    def weights3(self, weights):
+        return weights.reshape(self.groups, self.m, self.kdim)
+
+    def _padded(self, x, name="xp"):
+        """x itself when there is no padding, else a cached zero-bordered copy."""
+        if self.pad == 0:
+            return x
+        p = self.pad
+        xp = self.scratch.get(name, (x.shape[0], self.c, self.h + 2 * p, self.w + 2 * p),
+                              x.dtype, fill=0)
+        xp[:, :, p:p + self.h, p:p + self.w] = x
+        return xp
+
+    def chunks(self, batch, itemsize):
+        """(b0, b1, r0, r1): samples [b0, b1) and output rows [r0, r1) per column chunk."""
+        key = (batch, itemsize)
+        if key not in self._plans:
+            self._plans[key] = self._plan(batch, itemsize)
+        return self._plans[key]
+
+    def _plan(self, batch, itemsize):
+        row_bytes = self.kdim * self.out_w * itemsize
+        sample_bytes = row_bytes * self.out_h
+        if sample_bytes <= CHUNK_BYTES or self.spatial <= MIN_CHUNK_COLS:
+            per = max(1, CHUNK_BYTES // max(sample_bytes, 1))
+            return [(b, min(batch, b + per), 0, self.out_h) for b in range(0, batch, per)]
+        rows = max(CHUNK_BYTES // row_bytes, -(-MIN_CHUNK_COLS // self.out_w), 1)
+        rows = min(rows, self.out_h)
+        return [(b, b + 1, r, min(self.out_h, r + rows))
+                for b in range(batch) for r in range(0, self.out_h, rows)]
+
+    def _col(self, nb, rows, dtype, batch):
+        plan = self.chunks(batch, np.dtype(dtype).itemsize)
+        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        flat = self.scratch.get("col", (most * self.c * self.k * self.k * self.out_w,), dtype)
+        return flat[:nb * self.c * self.k * self.k * rows * self.out_w].reshape(
+            nb, self.c, self.k, self.k, rows, self.out_w)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x, weights, out, epilogue=None):
+        """out (B, n, out_h, out_w) = conv(x, weights), written in place.
+
+        epilogue(b0, b1, c0, c1), if given, runs after each chunk on samples [b0, b1) and
+        flat output columns [c0, c1) while they are still in cache (bias, activation)."""
+        batch = x.shape[0]
+        w3 = self.weights3(weights)
+        out4 = out.reshape(batch, self.groups, self.m, self.spatial)
+        if self.direct:
+            np.matmul(w3, x.reshape(batch, self.groups, self.cg, self.spatial), out=out4)
+            if epilogue is not None:
+                epilogue(0, batch, 0, self.spatial)
+            return out
+        xp = self._padded(x)
+        for b0, b1, r0, r1 in self.chunks(batch, x.dtype.itemsize):
+            nb, rows = b1 - b0, r1 - r0
+            col = self._col(nb, rows, x.dtype, batch)
+            im2col(xp[b0:b1], col, self.k, self.stride_y, self.stride_x, self.dilation, r0)
+            c0, c1 = r0 * self.out_w, r1 * self.out_w
+            np.matmul(w3, col.reshape(nb, self.groups, self.kdim, rows * self.out_w),
+                      out=out4[b0:b1, :, :, c0:c1])
+            if epilogue is not None:
+                epilogue(b0, b1, c0, c1)
+        return out
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, x, dy, weights, weight_updates, dx, overwrite=False):
+        """Accumulate the products of a backward pass.
+
+        weight_updates += dy . columns(x)^T    (skipped when weight_updates is None)
+        dx            += col2im(W^T . dy)      (skipped when dx is None; with overwrite=True,
+                                                allowed only for direct 1x1 convolutions,
+                                                dx is replaced instead: Darknet's gemm beta=0)
+        """
+        batch = dy.shape[0]
+        w3 = self.weights3(weights)
+        w3t = w3.transpose(0, 2, 1)
+        dy4 = dy.reshape(batch, self.groups, self.m, self.spatial)
+        if self.direct:
+            self._backward_direct(x, dy4, w3t, weight_updates, dx, overwrite)
+            return
+        if overwrite:
+            raise ValueError("overwrite applies only to direct 1x1 convolutions")
+        wu3 = None if weight_updates is None else weight_updates.reshape(w3.shape)
+        xp = None if wu3 is None else self._padded(x)
+        dxp = None
+        if dx is not None:
+            if self.pad:
+                p = self.pad
+                dxp = self.scratch.get("dxp", (batch, self.c, self.h + 2 * p, self.w + 2 * p),
+                                       dy.dtype)
+                dxp.fill(0)
+            else:
+                dxp = dx
+        for b0, b1, r0, r1 in self.chunks(batch, dy.dtype.itemsize):
+            nb, rows = b1 - b0, r1 - r0
+            col = self._col(nb, rows, dy.dtype, batch)
+            col4 = col.reshape(nb, self.groups, self.kdim, rows * self.out_w)
+            dyc = dy4[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
+            if wu3 is not None:
+                im2col(xp[b0:b1], col, self.k, self.stride_y, self.stride_x, self.dilation, r0)
+                for i in range(nb):
+                    wu3 += np.matmul(dyc[i], col4[i].transpose(0, 2, 1))
+            if dxp is not None:
+                np.matmul(w3t, dyc, out=col4)         # the column gradient, in the same buffer
+                col2im_add(col, dxp[b0:b1], self.k, self.stride_y, self.stride_x,
+                           self.dilation, r0)
+        if dx is not None and self.pad:
+            p = self.pad
+            dx += dxp[:, :, p:p + self.h, p:p + self.w]
+
+    def _backward_direct(self, x, dy4, w3t, weight_updates, dx, overwrite):
+        batch = dy4.shape[0]
+        if weight_updates is not None:
+            x4 = x.reshape(batch, self.groups, self.cg, self.spatial)
+            wu3 = weight_updates.reshape(self.groups, self.m, self.kdim)
+            for b in range(batch):
+                wu3 += np.matmul(dy4[b], x4[b].transpose(0, 2, 1))
+        if dx is not None:
+            dx4 = dx.reshape(batch, self.groups, self.cg, self.spatial)
+            if overwrite:
+                np.matmul(w3t, dy4, out=dx4)
+            else:
+                dx4 += np.matmul(w3t, dy4)
+
+    # ------------------------------------------------------------------ whole column matrices
+    def columns(self, x):
+        """All columns of x at once: (B, C, k, k, out_h, out_w) (a cached buffer)."""
+        batch = x.shape[0]
+        col = self.scratch.get("allcol", (batch, self.c, self.k, self.k, self.out_h,
+                                          self.out_w), x.dtype)
+        im2col(self._padded(x), col, self.k, self.stride_y, self.stride_x, self.dilation)
+        return col
+
+    def add_columns(self, col, dx):
+        """dx (B, C, H, W) += col2im(col) for col (B, C, k, k, out_h, out_w)."""
+        if self.pad == 0:
+            col2im_add(col, dx, self.k, self.stride_y, self.stride_x, self.dilation)
+            return
+        p = self.pad
+        dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.h + 2 * p, self.w + 2 * p),
+                               dx.dtype)
+        dxp.fill(0)
+        col2im_add(col, dxp, self.k, self.stride_y, self.stride_x, self.dilation)
+        dx += dxp[:, :, p:p + self.h, p:p + self.w]
+
+
+class PoolOp:
+    """Darknet's pooling windows: `size` x `size`, strides (y, x), `pad` TOTAL padding with the
+    window origin at -(pad/2) (so odd padding goes to the bottom/right), as maxpool_layer.c."""
+
+    def __init__(self, c, h, w, size, stride_y, stride_x, pad, out_h, out_w):
+        self.c, self.h, self.w, self.size = c, h, w, size
+        self.stride_y, self.stride_x, self.pad = stride_y, stride_x, pad
+        self.out_h, self.out_w = out_h, out_w
+        self.top = pad // 2                     # pad >= 0, so C's pad/2
+        self.hp = max((out_h - 1) * stride_y + size, self.top + h)
+        self.wp = max((out_w - 1) * stride_x + size, self.top + w)
+        # Without padding cells inside the windows the input can be read directly.
+        self.inside = self.top == 0 and self.hp == h and self.wp == w
+        self.scratch = Scratch()
+
+    def padded(self, x, fill, name="xp"):
+        if self.inside:
+            return x
+        t = self.top
+        xp = self.scratch.get(name + str(fill), (x.shape[0], self.c, self.hp, self.wp),
+                              x.dtype, fill=fill)
+        xp[:, :, t:t + self.h, t:t + self.w] = x
+        return xp
+
+    def windows(self, xp, writeable=False):
+        """(B, C, size, size, out_h, out_w) view of the windows of a padded array."""
+        return window_view(xp, self.size, self.stride_y, self.stride_x, 1, self.out_h,
+                           self.out_w, writeable=writeable)
+
+    def offsets(self):
+        return [(o, *divmod(o, self.size)) for o in range(self.size * self.size)]
+
+    def max_forward(self, x, out):
+        """out = max over each window; cells outside the input and NaNs never win and the
+        result is at least -FLT_MAX (Darknet starts from -FLT_MAX and keeps val > max)."""
+        view = self.windows(self.padded(x, NEG_FLT_MAX))
+        np.fmax(view[:, :, 0, 0], NEG_FLT_MAX, out=out)
+        for o, ky, kx in self.offsets()[1:]:
+            np.fmax(out, view[:, :, ky, kx], out=out)
+        return out
+
+    def max_argmax(self, x, out, arg):
+        """max_forward plus arg = the window offset (row-major) of the FIRST maximum, -1 where
+        no cell beats -FLT_MAX."""
+        view = self.windows(self.padded(x, NEG_FLT_MAX))
+        first = view[:, :, 0, 0]
+        np.fmax(first, NEG_FLT_MAX, out=out)
+        np.copyto(arg, np.where(first > NEG_FLT_MAX, 0, -1))
+        for o, ky, kx in self.offsets()[1:]:
+            cand = view[:, :, ky, kx]
+            better = cand > out
+            np.copyto(out, cand, where=better)
+            np.copyto(arg, o, where=better)
+        return out, arg
+
+    def max_backward(self, arg, dy, dx):
+        """dx[argmax] += dy (several windows may pick the same input cell)."""
+        if self.inside:
+            dxp, owned = dx, False
+        else:
+            dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.hp, self.wp), dx.dtype)
+            dxp.fill(0)
+            owned = True
+        view = self.windows(dxp, writeable=True)
+        for o, ky, kx in self.offsets():
+            target = view[:, :, ky, kx]
+            np.add(target, dy, out=target, where=(arg == o))
+        if owned:
+            t = self.top
+            dx += dxp[:, :, t:t + self.h, t:t + self.w]
+
+    def valid_counts(self, dtype):
+        """Number of in-image cells of each window, (out_h, out_w)."""
+        def axis(n_out, stride, n_in):
+            start = np.arange(n_out) * stride - self.top
+            return (np.minimum(start + self.size, n_in) - np.maximum(start, 0)).clip(0)
+        return np.outer(axis(self.out_h, self.stride_y, self.h),
+                        axis(self.out_w, self.stride_x, self.w)).astype(dtype)
+
+    def sum_forward(self, x, out):
+        """out = sum of the in-image cells of each window."""
+        view = self.windows(self.padded(x, 0))
+        np.copyto(out, view[:, :, 0, 0])
+        for o, ky, kx in self.offsets()[1:]:
+            out += view[:, :, ky, kx]
+        return out
+
+    def spread_backward(self, dy_scaled, dx):
+        """dx += dy_scaled at every in-image cell of each window."""
+        if self.inside:
+            dxp, owned = dx, False
+        else:
+            dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.hp, self.wp), dx.dtype)
+            dxp.fill(0)
+            owned = True
+        view = self.windows(dxp, writeable=True)
+        for o, ky, kx in self.offsets():
+            target = view[:, :, ky, kx]
+            np.add(target, dy_scaled, out=target)
+        if owned:
+            t = self.top
+            dx += dxp[:, :, t:t + self.h, t:t + self.w]
+
+
+# ---------------------------------------------------------------------- activations in place
+def leaky_inplace(v, scratch, slope=0.1):
+    """v = leaky(v) as Darknet's (v > 0 ? v : slope*v), computed as max(v, slope*v) with a
+    scratch buffer of v's size: the same values (slope < 1), two passes, no temporaries."""
+    tmp = scratch[:v.size].reshape(v.shape)
+    np.multiply(v, slope, out=tmp)
+    np.maximum(v, tmp, out=v)
+    return v
