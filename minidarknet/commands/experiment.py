@@ -1,0 +1,33 @@
+"""`minidarknet experiment EXP.yaml`: train every combination of the cfg overrides an
+experiment file sweeps, and compare the runs (results.csv, curves/*.csv, loss.png).
+The file format is described in minidarknet/experiment.py and examples/*.yaml."""
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(name="experiment")
+@click.argument("experiment", type=click.Path(dir_okay=False))
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs trained at the same time, in separate processes.")
+@click.option("-o", "--out", type=click.Path(file_okay=False),
+              help="Output folder (default: experiments/<experiment name>).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Send the runs to this Dask distributed scheduler (tcp://host:8786); "
+                   "needs the dask extra: pip install 'minidarknet[dask]'.")
+def command(experiment, jobs, out, scheduler):
+    """Train every combination of the values swept in EXPERIMENT (a YAML file) and write the
+    results table, each run's loss curve and one plot of all curves."""
+    from minidarknet.experiment import load_experiment, run_experiment
+    if scheduler and jobs > 1:
+        raise click.UsageError("--jobs and --scheduler do not go together (the cluster decides "
+                               "how many runs go at once)")
+    spec = load_experiment(experiment)
+    out = Path(out) if out else Path("experiments") / spec.name
+    records = run_experiment(spec, out, jobs=jobs, scheduler=scheduler,
+                             echo=lambda line: click.echo(line))
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        click.echo(f"{len(failed)} of {len(records)} runs failed", err=True)
+        sys.exit(1)
