@@ -214,10 +214,11 @@ class Network:
         from .weights import save_weights
         save_weights(self, path, cutoff=cutoff)
 
-    def detections(self, thresh=0.5, hier=0.5, nms=0.45, image_size=None, letterbox=True):
+    def detections(self, thresh=0.5, hier=0.5, nms=0.45, image_size=None, letterbox=True,
+                   index=0):
         from .detect import network_detections
         return network_detections(self, thresh=thresh, hier=hier, nms=nms,
-                                  image_size=image_size, letterbox=letterbox)
+                                  image_size=image_size, letterbox=letterbox, index=index)
 
     # ------------------------------------------------------------------ description
     def parameter_count(self):
