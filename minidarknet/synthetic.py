@@ -3,7 +3,7 @@
 Every set is deterministic: the same arguments (and seed) give the same files, byte for byte.
 
 * make_shapes(out): a classification set: one shape per picture (circle, square, triangle,
-  cross, diamond, ring, star, arrow; `classes` picks the first N) in a random colour, size,
+  cross, diamond, donut, star, arrow; `classes` picks the first N) in a random colour, size,
   position and small rotation, on a noisy background of another colour.  Written as Darknet
   classifier data: train/NNNNN_<label>.png, valid/..., train.txt / valid.txt (image lists),
   labels.txt, and shapes.data (classes=, train=, valid=, labels=, names=, top=).  The label of
@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from .errors import DataError
 
-SHAPES = ("circle", "square", "triangle", "cross", "diamond", "ring", "star", "arrow")
+SHAPES = ("circle", "square", "triangle", "cross", "diamond", "donut", "star", "arrow")
 SUPERSAMPLE = 4          # shapes are drawn 4x larger and scaled down: smooth edges
 NOISE = 0.05             # standard deviation of the pixel noise (values in 0..1)
 STRAIGHT = 12            # square, cross, arrow: rotated at most this many degrees
@@ -64,7 +64,7 @@ def shape_polygons(name, cx, cy, r, angle):
     ("polygon", points) / ("ellipse", box) / ("ring", box, width) drawing instructions."""
     if name == "circle":
         return [("ellipse", (cx - r, cy - r, cx + r, cy + r))]
-    if name == "ring":
+    if name == "donut":
         return [("ring", (cx - r, cy - r, cx + r, cy + r), max(1.0, r * 0.38))]
     if name in ("square", "diamond"):
         half = r * (0.8 if name == "square" else 0.95 * math.sqrt(0.5))
