@@ -13,6 +13,7 @@ from .errors import (CfgError, DarknetWarning, DataError, ImageError, MiniDarkne
                      ShapeError, WeightsError)
 from .network import Network
 from .overrides import apply_overrides
+from .train import Trainer, TrainResult, train
 from .standalone import layer
 
 __version__ = "0.1.0"
@@ -45,5 +46,6 @@ def loads(text, weights=None, *, path="<cfg>", **options):
     return net
 
 
-__all__ = ["load", "loads", "layer", "apply_overrides", "Network", "MiniDarknetError", "CfgError",
+__all__ = ["load", "loads", "layer", "apply_overrides", "train", "Trainer", "TrainResult",
+           "Network", "MiniDarknetError", "CfgError",
            "WeightsError", "ImageError", "DataError", "ShapeError", "DarknetWarning", "__version__"]
