@@ -694,3 +694,62 @@ def test_darknet_shortcut_gradient_differs_from_exact_outside_the_overlap(f64):
     np.testing.assert_allclose(ratio[:, :2], 1.0)
     np.testing.assert_allclose(ratio[:, 2:], 0.5)
     assert short is not None
+
+
+# ====================================================================== golden cases
+def golden_net(case):
+    folder = need_shared(GOLDEN / case)
+    net = minidarknet.load(folder / "net.cfg", weights=folder / "net.weights")
+    x = np.fromfile(folder / "input.f32", "<f4").reshape(net.batch, net.c, net.h, net.w)
+    truth = folder / "truth.f32"
+    truth = np.fromfile(truth, "<f4").reshape(net.batch, -1) if truth.exists() else None
+    return net, x, truth, np.load(folder / "expected.npz")
+
+
+def close(got, expected):
+    err = np.abs(np.asarray(got, np.float64).reshape(expected.shape) - expected).max()
+    return err <= 1e-4 * np.abs(expected).max() + 1e-6
+
+
+@pytest.mark.parametrize("case", ["reorg_forward", "shortcut_route_upsample_forward"])
+def test_golden_forward_outputs(case):
+    net, x, _, expected = golden_net(case)
+    net.forward(x)
+    for i, layer in enumerate(net.layers):
+        assert close(layer.output, expected[f"layer{i:02d}_output"]), f"layer {i} output"
+
+
+def test_golden_train_delta_reaching_every_layer():
+    """layerNN_delta_in: the delta each layer holds just before its backward, i.e. what the
+    later layers (routes adding into sources, the shortcut into its from layer, upsample
+    summing blocks) left there."""
+    net, x, truth, expected = golden_net("shortcut_route_upsample_train")
+    net.seen += net.batch
+    net.forward(x, truth, train=True)
+    reached = {}
+    for i, layer in enumerate(net.layers):
+        original = type(layer).backward
+
+        def snapshot(n, layer=layer, i=i, original=original):
+            reached[i] = layer.delta.copy()
+            original(layer, n)
+        layer.backward = snapshot
+    try:
+        net.backward()
+    finally:
+        for layer in net.layers:
+            del layer.backward
+    for i in range(len(net.layers)):
+        assert close(reached[i], expected[f"layer{i:02d}_delta_in"]), f"layer {i} delta_in"
+    assert close(net.input_delta, expected["input_delta"])
+
+
+def test_golden_network_exact_gradients(f64):
+    """The shortcut/route/upsample golden network in exact mode: the true gradient (Darknet's
+    1x1-convolution overwrite, which loses the skip gradient, is not reproduced)."""
+    folder = need_shared(GOLDEN / "shortcut_route_upsample_train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DarknetWarning)
+        net = minidarknet.load(folder / "net.cfg", weights=folder / "net.weights",
+                               gradients="exact", batch=1)
+    fd_check(net, samples=12)
