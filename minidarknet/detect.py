@@ -104,6 +104,7 @@ def box_diou(a, b, beta):
         w, h = right - left, bot - top
         c = w * w + h * h
         iou = np.asarray(box_iou(a, b), F32)
+        iou = np.where(np.isfinite(iou), iou, F32(0))   # AlexeyAB's box_iou: 0 if U == 0
         d = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
         u = np.power((d / c).astype(np.float64), float(beta)).astype(F32)
         return np.where(c == 0, iou, iou - u).astype(F32)
