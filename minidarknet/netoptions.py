@@ -47,9 +47,10 @@ def read_net_options(s, batch=None, width=None, height=None, channels=None):
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         sub_batch = batch
-    h = s.int("height", 0) if height is None else height
-    w = s.int("width", 0) if width is None else width
-    c = s.int("channels", 0) if channels is None else channels
+    h, w, c = s.int("height", 0), s.int("width", 0), s.int("channels", 0)
+    h = h if height is None else height
+    w = w if width is None else width
+    c = c if channels is None else channels
     inputs = s.int("inputs", h * w * c)
     if inputs != h * w * c and h * w * c:
         raise s.error(f"[net] inputs={inputs} does not equal width*height*channels={h * w * c}",
