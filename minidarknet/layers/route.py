@@ -19,7 +19,6 @@ Backward adds each slice of the delta into its source's delta (sources whose del
 allocated, e.g. a [crop], are skipped).  The layer just before a route gets nothing from it
 unless it is listed.
 """
-import numpy as np
 
 from .base import Layer, _shape_str
 from .registry import register
