@@ -311,9 +311,10 @@ class ImageData(DataSet):
         self.cache_limit = int(cache_mb * 2 ** 20)
         if kind == "detector":
             layer = detection_layer(net)
-            self.max_boxes = net.truths // 5
-            jitter = getattr(layer, "jitter", None)
-            self.options = AugmentOptions.from_network(net, jitter=jitter)
+            # Darknet: args.num_boxes = l.max_boxes and args.jitter = l.jitter of the last layer
+            self.max_boxes = min(getattr(layer, "max_boxes", net.truths // 5), net.truths // 5)
+            self.options = AugmentOptions.from_network(net, jitter=layer.section.float(
+                "jitter", 0.2))
         else:
             self.options = AugmentOptions.from_network(net)
         if not self.entries:

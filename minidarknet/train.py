@@ -71,7 +71,7 @@ class IterationInfo:
 @dataclass
 class TrainResult:
     weights: Optional[str]    # _final.weights (or, when diverged, the last good checkpoint)
-    iterations: int           # iterations run by this call
+    iterations: int           # the iteration number reached (start_iteration + len(losses))
     losses: List[float] = field(default_factory=list)
     avg_losses: List[float] = field(default_factory=list)
     rates: List[float] = field(default_factory=list)
@@ -350,7 +350,7 @@ class Trainer:
     def run(self):
         net = self.net
         start = net.current_batch()
-        self.result = result = TrainResult(weights=None, iterations=0, net=net,
+        self.result = result = TrainResult(weights=None, iterations=start, net=net,
                                            start_iteration=start)
         self._snapshot = _Snapshot(net)
         began = time.perf_counter()
@@ -422,7 +422,7 @@ class Trainer:
             info = IterationInfo(iteration=iteration, loss=loss, avg_loss=self.avg_loss,
                                  rate=rate, images_per_second=self.imgs / max(seconds, 1e-9),
                                  seen=net.seen, seconds=seconds)
-            result.iterations += 1
+            result.iterations = iteration
             result.losses.append(loss)
             result.avg_losses.append(self.avg_loss)
             result.rates.append(rate)
@@ -461,7 +461,7 @@ class Trainer:
 
     def _save_progress(self):
         """Save <stem>_last.weights if this run completed any iteration."""
-        if self.result.iterations == 0:
+        if not self.result.losses:
             return []
         return self.save_checkpoint("last")
 
