@@ -252,13 +252,16 @@ def test_inference_batchnorm_is_darknets_formula():
     assert abs(float(out.ravel()[0]) - 2.49999905) < 2e-7
 
 
-def test_inference_batchnorm_matches_the_unfolded_formula():
+@pytest.mark.parametrize("h,w", [(5, 6), (2, 2)], ids=["scaled-weights", "scaled-output"])
+def test_inference_batchnorm_matches_the_unfolded_formula(h, w):
+    """Large maps fold gamma/(sqrt(var)+eps) into a copy of the weights, small ones scale the
+    output; both must give Darknet's numbers."""
     net = build(net_cfg("[convolutional]\nfilters=5\nsize=3\npad=1\nbatch_normalize=1\n"
-                        "activation=leaky\n"), gradients="darknet")
+                        "activation=leaky\n", h=h, w=w), gradients="darknet")
     rng = np.random.default_rng(4)
     randomize(net, rng)
     layer = net.layers[0]
-    x = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
+    x = rng.normal(size=(2, 4, h, w)).astype(np.float32)
     out = net.forward(x).copy()
     conv = conv_reference(x, layer.weights, pad=1)
     c = (slice(None), None, None)

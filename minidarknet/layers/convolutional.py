@@ -168,6 +168,12 @@ class Convolutional(WeightedLayer):
         # on each chunk of the convolution while it is still in cache.
         scale, shift = self._affine(out.dtype)
         self._bn_affine = bool(self.batch_normalize)
+        weights = self.weights
+        if scale is not None and self.weights.size <= out.size:
+            # Cheaper to scale the weights than the output (large feature maps).  Done every
+            # forward, so there is no cached copy to go stale when the weights change.
+            weights = self._scaled_weights(scale)
+            scale = None
         x_pre3 = self._x_pre3()
 
         def epilogue(b0, b1, c0, c1):
@@ -177,7 +183,13 @@ class Convolutional(WeightedLayer):
             v += shift[:, None]
             self._activate(v, None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
 
-        self.op.forward(x, self.weights, out, epilogue)
+        self.op.forward(x, weights, out, epilogue)
+
+    def _scaled_weights(self, scale):
+        buf = getattr(self, "_weights_buffer", None)
+        if buf is None or buf.shape != self.weights.shape or buf.dtype != self.weights.dtype:
+            buf = self._weights_buffer = np.empty_like(self.weights)
+        return np.multiply(self.weights, scale[:, None, None, None], out=buf)
 
     def _x_pre3(self):
         return None if self.x_pre is None else self.x_pre.reshape(self.batch, self.out_c, -1)
