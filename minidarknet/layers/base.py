@@ -6,6 +6,7 @@ and runs with Darknet's control flow: `forward(net)` reads `net.input`, `backwar
 into `net.delta` (the previous layer's delta, or None for the first layer), `update(...)`
 applies the accumulated `*_updates`.
 """
+import os
 from collections import namedtuple
 
 import numpy as np
@@ -17,6 +18,19 @@ from ..errors import ShapeError
 InShape = namedtuple("InShape", "batch c h w inputs")
 
 F32 = np.float32
+
+# The largest buffer or parameter array a layer may have: Darknet indexes its arrays with C
+# ints, so anything larger overflows there.  An array also may not take more than half of the
+# machine's memory (an absurd size in a cfg should be an error, not a swap storm or a kill).
+MAX_ELEMENTS = 2**31 - 1
+
+
+def physical_memory():
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 class Layer:
@@ -66,6 +80,23 @@ class Layer:
     def set_output_shape(self, c, h, w, outputs=None):
         self.out_c, self.out_h, self.out_w = c, h, w
         self.outputs = c * h * w if outputs is None else outputs
+        self.check_count(self.outputs * max(self.batch, 1),
+                         f"output {w} x {h} x {c} x batch {self.batch}")
+
+    def check_count(self, count, what, key=None, bytes_per_value=4):
+        """Refuse a buffer or parameter array of `count` values before allocating it.
+        bytes_per_value: what building it takes at its peak (e.g. 12 for a float64 random
+        draw turned into float32)."""
+        if count > MAX_ELEMENTS:
+            raise self.section.error(
+                f"{self.section.header}: {what} = {count} values is more than Darknet can "
+                f"index ({MAX_ELEMENTS}); check the sizes in the cfg", key)
+        memory = physical_memory()
+        if memory and count * bytes_per_value > memory // 2:
+            raise self.section.error(
+                f"{self.section.header}: {what} = {count} values needs "
+                f"{count * bytes_per_value / 2**30:.1f} GiB, more than half of this machine's "
+                f"{memory / 2**30:.1f} GiB; check the sizes in the cfg", key)
 
     @property
     def buffer_shape(self):

@@ -19,12 +19,16 @@ class Connected(WeightedLayer):
         n = section.int("output", 1)
         if n < 1:
             raise section.error(f"[connected] output={n}: must be at least 1", "output")
+        if shape.inputs < 1:
+            raise section.error(f"[connected]: the layer before outputs {shape.inputs} values")
         self.activation = self.activation_from(section, "logistic")
         self.batch_normalize = section.int("batch_normalize", 0)
         self.set_output_shape(n, 1, 1)
+        self.check_count(n * shape.inputs, f"weights {n} x {shape.inputs}", "output",
+                         bytes_per_value=12)
         # Darknet's initialisation (used when no weights file is loaded): sqrt(2/inputs)*U(-1,1).
         scale = np.sqrt(2.0 / shape.inputs)
-        self.weights = (scale * net.rng.uniform(-1, 1, (n, shape.inputs))).astype(F32)
+        self.weights = net.rng.uniform(-scale, scale, (n, shape.inputs)).astype(F32)
         self.weight_updates = np.zeros_like(self.weights)
         self.biases = np.zeros(n, F32)
         self.bias_updates = np.zeros(n, F32)
