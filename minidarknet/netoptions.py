@@ -6,6 +6,7 @@ AlexeyAB options that minidarknet does not implement (so nothing is silently ign
 import math
 
 from .errors import warn
+from .layers.base import MAX_ELEMENTS
 
 POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "random", "sgdr")
 
@@ -57,6 +58,9 @@ def read_net_options(s, batch=None, width=None, height=None, channels=None):
                       "inputs")
     if inputs <= 0 or min(h, w, c) < 0:
         raise s.error("[net] needs width, height and channels (or inputs)")
+    if inputs * sub_batch > MAX_ELEMENTS:
+        raise s.error(f"[net] input {w} x {h} x {c} x batch {sub_batch} = {inputs * sub_batch} "
+                      f"values is more than Darknet can index ({MAX_ELEMENTS})")
     o.core.update(batch=sub_batch, subdivisions=subdivisions, time_steps=time_steps,
                   h=h, w=w, c=c, inputs=inputs,
                   learning_rate=s.float("learning_rate", 0.001),
