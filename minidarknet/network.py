@@ -7,6 +7,7 @@ backward: from the last layer down, net.input / net.delta point at the previous 
 update:   every layer applies its accumulated updates with B = batch * subdivisions
           (update_network); train_step is Darknet's train_network.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -16,6 +17,18 @@ from .layers import InShape, layer_class
 from .netoptions import read_net_options
 
 GRADIENT_MODES = ("darknet", "exact")
+
+
+@contextlib.contextmanager
+def _memory_errors(section, doing):
+    """A MemoryError (sizes in the cfg too large for this machine) becomes a one-line
+    CfgError naming the section."""
+    try:
+        yield
+    except MemoryError as e:
+        detail = " ".join(str(e).split()) or "MemoryError"
+        raise section.error(f"{section.header}: not enough memory to {doing} ({detail})") \
+            from None
 
 
 class Network:
@@ -38,7 +51,8 @@ class Network:
         shape = InShape(self.batch, self.c, self.h, self.w, self.inputs)
         for index, section in enumerate(sections[1:]):
             self.building_index = index
-            layer = layer_class(section)(section, shape, self)
+            with _memory_errors(section, "build this layer"):
+                layer = layer_class(section)(section, shape, self)
             section.warn_unused()
             self.layers.append(layer)
             shape = InShape(self.batch, layer.out_c, layer.out_h, layer.out_w, layer.outputs)
@@ -120,7 +134,8 @@ class Network:
         self.delta = None
         for index, layer in enumerate(self.layers):
             self.index = index
-            layer.forward(self)
+            with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
+                layer.forward(self)
             self.input = layer.output
             if layer.truth:
                 self.truth = layer.output.reshape(self.batch, -1)
@@ -163,7 +178,8 @@ class Network:
                 prev = self.layers[index - 1]
                 self.input, self.delta = prev.output, prev.delta
             self.index = index
-            layer.backward(self)
+            with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
+                layer.backward(self)
 
     def update(self):
         """Apply one SGD step with Darknet's rule (momentum, decay, B = batch*subdivisions)."""
