@@ -475,7 +475,3 @@ class Yolo(Layer):
         from ..boxes import yolo_boxes
         return yolo_boxes(self.output[index], self.mask, self.biases, self.classes, net_w,
                           net_h, thresh, scale_x_y=1.0, new_coords=bool(self.new_coords))
-
-    def describe(self):
-        _, _, inp, out = super().describe()
-        return "", "", inp, out
