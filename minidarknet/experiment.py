@@ -42,7 +42,8 @@ from pathlib import Path
 from .errors import MiniDarknetError
 
 TOP_KEYS = ("name", "description", "cfg", "data", "valid", "train", "overrides")
-TRAIN_KEYS = ("max_batches", "seed", "gradients", "weights", "on_bad_data", "backup_every")
+TRAIN_KEYS = ("max_batches", "seed", "gradients", "weights", "clear", "on_bad_data",
+              "backup_every")
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CURVE_COLUMNS = ("iteration", "loss", "avg_loss", "rate")
@@ -232,11 +233,15 @@ def run_one(run):
         record["curve"] = {"iteration": list(range(first, first + count)), "loss": losses,
                            "avg_loss": [float(v) for v in result.avg_losses],
                            "rate": [float(v) for v in result.rates]}
+        status = getattr(result, "status", "finished")
+        if status != "finished":     # "diverged" (a NaN loss) or "stopped": still a result
+            message = getattr(result, "message", "")
+            record["status"] = f"{status}: {message}" if message else status
         record.update(iterations=int(result.iterations), seconds=float(result.seconds),
                       weights=result.weights,
                       final_loss=losses[-1] if losses else None,
                       final_avg_loss=float(result.avg_losses[-1]) if count else None)
-        if run.get("valid"):
+        if run.get("valid") and status != "diverged":
             record["metrics"] = validate_run(run, result)
     except (MiniDarknetError, ArithmeticError, ValueError, OSError) as e:
         record["status"] = f"error: {e}"

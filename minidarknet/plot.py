@@ -58,14 +58,16 @@ def _clean(value):
 
 
 def log_ticks(low, high):
-    """Ticks for a logarithmic axis: powers of ten, with 2 and 5 between them when the range
-    spans fewer than three decades."""
+    """Ticks for a logarithmic axis: powers of ten, with 2 and 5 (or every digit) between
+    them when that gives fewer than four ticks."""
     if low <= 0 or high <= 0:
         raise ValueError("a logarithmic axis needs positive values")
     first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    multiples = (1, 2, 5) if last - first < 3 else (1,)
-    ticks = [_clean(m * 10.0 ** e) for e in range(first, last + 1) for m in multiples]
-    inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+    for multiples in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [_clean(m * 10.0 ** e) for e in range(first, last + 1) for m in multiples]
+        inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]
+        if len(inside) >= 4:
+            return inside
     return inside if len(inside) >= 2 else ticks
 
 

@@ -233,3 +233,52 @@ def test_dask_gives_the_same_results_as_a_local_run(tmp_path, stub_train):
     for row in a + b:
         del row["seconds"], row["weights"]
     assert a == b
+
+
+# ---------------------------------------------------------------------------------- real runs
+def test_shipped_example_produces_the_table_curves_and_plot(tmp_path, capsys):
+    out = tmp_path / "example"
+    with pytest.raises(SystemExit) as info:
+        cli_main(["experiment", str(EXAMPLE), "--out", str(out), "--jobs", "2"])
+    assert info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "l2norm-backward: 6 runs in 2 processes" in printed
+    rows = read_csv(out / "results.csv")
+    assert [(r["run"], r["l2norm.backward"], r["net.learning_rate"]) for r in rows] == [
+        (f"run{i + 1:02d}", mode, rate)
+        for i, (mode, rate) in enumerate((m, r) for m in ("darknet", "scales", "exact")
+                                         for r in ("0.1", "0.02"))]
+    for row in rows:
+        curve = read_csv(out / row["curve"])
+        assert len(curve) == int(row["iterations"]) > 0
+        assert float(curve[-1]["loss"]) == pytest.approx(float(row["final_loss"]), rel=1e-6)
+        assert row["run"] in printed
+    exact = [r for r in rows if r["l2norm.backward"] == "exact"]
+    for row in exact:
+        assert row["status"] == "ok" and row["iterations"] == "500"
+        assert float(row["top1"]) > 0.9             # it learns the synthetic classes
+        assert float(row["final_avg_loss"]) < 0.5 * float(read_csv(out / row["curve"])[0]["loss"])
+        assert Path(row["weights"]).exists()
+    with Image.open(out / "loss.png") as im:
+        assert im.format == "PNG" and im.size[0] > 900
+
+
+def test_processes_and_dask_give_the_same_results_as_one_after_the_other(tmp_path):
+    text = EXAMPLE.read_text().replace("cfg: ../cfg/mlp.cfg", f"cfg: {MLP}")
+    text = text.replace("max_batches: 500", "max_batches: 40")
+    path = tmp_path / "small.yaml"
+    path.write_text(text)
+    quiet = dict(echo=lambda line: None)
+    serial = ex.run_experiment(path, tmp_path / "serial", **quiet)
+    parallel = ex.run_experiment(path, tmp_path / "parallel", jobs=2, **quiet)
+    assert [r["curve"] for r in parallel] == [r["curve"] for r in serial]
+    assert [r["metrics"] for r in parallel] == [r["metrics"] for r in serial]
+    if importlib.util.find_spec("distributed") is None:
+        pytest.skip("dask[distributed] is not installed (pip install 'minidarknet[dask]')")
+    from dask.distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        remote = ex.run_experiment(path, tmp_path / "dask", scheduler=cluster.scheduler_address,
+                                   **quiet)
+    assert [r["curve"] for r in remote] == [r["curve"] for r in serial]
+    assert [r["metrics"] for r in remote] == [r["metrics"] for r in serial]

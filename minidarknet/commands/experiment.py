@@ -27,7 +27,7 @@ def command(experiment, jobs, out, scheduler):
     out = Path(out) if out else Path("experiments") / spec.name
     records = run_experiment(spec, out, jobs=jobs, scheduler=scheduler,
                              echo=lambda line: click.echo(line))
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["status"].startswith("error")]
     if failed:
         click.echo(f"{len(failed)} of {len(records)} runs failed", err=True)
         sys.exit(1)
