@@ -202,6 +202,17 @@ def _parameters_finite(net):
     return all(np.isfinite(a).all() for layer in net.layers for _, a in layer.parameters())
 
 
+def checkpoint_names(iteration, backup_every=None):
+    """Checkpoints due after `iteration`: Darknet's train_detector saves <base>_<i>.weights
+    when i % 10000 == 0 or (i < 1000 and i % 100 == 0) and <base>.backup (here "last") when
+    i % 100 == 0; backup_every=N saves both every N iterations (0: never)."""
+    i = int(iteration)
+    if backup_every is None:
+        names = [str(i)] if i % 10000 == 0 or (i < 1000 and i % 100 == 0) else []
+        return names + (["last"] if i % LAST_EVERY == 0 else [])
+    return [str(i), "last"] if backup_every and i % backup_every == 0 else []
+
+
 # --------------------------------------------------------------------------- progress
 
 class Progress:
@@ -409,7 +420,10 @@ class Trainer:
             self._snapshot.take()
             net.rng = np.random.default_rng([self.seed, index, NET_STREAM])
             self._in_step = True
-            loss = float(net.train_step(x, truth))
+            # Non-finite values are caught below with one clear message; numpy's own
+            # overflow/invalid warnings on the way there would only be noise.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                loss = float(net.train_step(x, truth))
             self._in_step = False
             if not math.isfinite(loss) or not _parameters_finite(net):
                 self._diverged(loss)
@@ -441,14 +455,7 @@ class Trainer:
         return self.data.train_batch(index, self.imgs, self.seed)
 
     def _scheduled_checkpoints(self, i):
-        names = []
-        if self.backup_every is None:
-            if i % 10000 == 0 or (i < 1000 and i % 100 == 0):
-                names.append(str(i))
-            if i % LAST_EVERY == 0:
-                names.append("last")
-        elif self.backup_every and i % self.backup_every == 0:
-            names += [str(i), "last"]
+        names = checkpoint_names(i, self.backup_every)
         if names:
             self.save_checkpoint(*names)
 
