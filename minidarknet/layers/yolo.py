@@ -40,6 +40,9 @@ keys) are honoured or accepted; AB's loss keys are accepted at load, and trainin
 would change pjreddie's loss (iou_loss other than mse, normalizers other than 1, iou_thresh < 1,
 max_delta, label_smooth_eps, counters_per_class, focal_loss, objectness_smooth, embedding_layer,
 new_coords) raises a CfgError naming the key.  `map` (a class-remapping file) is refused.
+A cfg without AB loss keys always trains with pjreddie's loss, also when it comes from AB's
+repository (AB's own loss differs even then: its box deltas are scaled by a default
+iou_normalizer of 0.75 and accumulated, and its truth holds 6 values per box).
 """
 import math
 
@@ -236,7 +239,6 @@ class Yolo(Layer):
                 f"{shape.c} x {shape.h} x {shape.w}: set filters={expected} in the "
                 f"[convolutional] layer before it (filters = (classes + 5) * anchors in mask)")
         self.set_output_shape(expected, shape.h, shape.w)
-        self.net_w, self.net_h = net.w, net.h
         self.cost = 0.0
         self.objective = 0.0
         self.loss_delta = None
