@@ -153,7 +153,6 @@ def test_rescore_target_is_the_iou_and_logistic_classes_keep_earlier_ones():
     net.forward(x, truth_rows((0, BOX), (0, second)), train=True)
     d = planes(net.layers[0].delta)[0]
     pred = np.array([(1 + .5) / 4, (2 + .5) / 4, .57 / 4, .67 / 4])
-    inter = min(.2, .57 / 4) * min(.3, .67 / 4)   # overlap of the two centred boxes
     box = np.array(second[:4])
     lo = np.maximum(pred[:2] - pred[2:] / 2, box[:2] - box[2:] / 2)
     hi = np.minimum(pred[:2] + pred[2:] / 2, box[:2] + box[2:] / 2)
