@@ -40,7 +40,7 @@ NO_FIT_RMSE = F32(20)
 
 
 @register("detection")
-class Detection(Layer):
+class DetectionLayer(Layer):
     type = "detection"
     has_cost = True
     letterbox_corrected = False    # Darknet's get_detection_detections applies no correction
