@@ -210,3 +210,14 @@ def test_exact_mode_backpropagates_later_deltas_through_the_softmax():
 def test_background_has_no_exact_gradient():
     with pytest.raises(CfgError, match="background"):
         region_net("background=1", gradients="exact")
+
+
+def test_extra_coords_use_an_int_mask_scale_and_darknets_truth_offset():
+    net = region_net("bias_match=1\nmask_scale=2.7", coords=5, softmax=0)
+    x = np.zeros((1, 27, 4, 4), F32)
+    net.seen = 20000
+    net.forward(x, truth_rows((0, (.3, .6, .2, .3, .25, 2)), per_box=6), train=True)
+    d = planes(net.layers[0].delta, coords=5)[0]
+    # offset 5 of the box is the class id (2): int(2.7) * (2 - 0)
+    assert d[0, 4, CELL] == 4
+    np.testing.assert_allclose(d[0, 6:, CELL], [-.5, -.5, .5])

@@ -18,7 +18,8 @@ Loss (whenever a truth is given; pjreddie's forward_region_layer).  Truth: 30 bo
   * every truth: the anchor at its cell whose box (predicted, or the anchor itself with
     bias_match=1) best matches its shape gets box deltas coord_scale*(2 - w*h)*(target - out)
     on x, y (after the logistic), w, h (raw); extra coords mask_scale (truncated to an int, as
-    Darknet's int parameter does) * (truth - out); objectness object_scale*(1 - obj)
+    Darknet's int parameter does) * (truth - out), the truth values read from offset 5 of the
+    box as Darknet does (with coords=5 that is the class id); objectness object_scale*(1 - obj)
     (rescore=1: IoU(pred, truth) - obj); classes class_scale*(onehot - p), where with logistic
     classes a cell whose class-0 delta is already non-zero only gets the new class's entry.
   * cost = sum of squared deltas.
