@@ -79,8 +79,10 @@ class Region(Layer):
         self.mask_scale = s.float("mask_scale", 1.0)
         self.class_scale = F32(s.float("class_scale", 1.0))
         # Read by Darknet but unused by pjreddie's CPU region layer (or by training only).
-        for key in ("log", "sqrt", "absolute", "max"):
+        for key in ("log", "sqrt", "absolute"):
             s.int(key, 0)
+        # Darknet's data loader fills `max` boxes; the loss always reads 30 per sample.
+        self.max_boxes = min(s.int("max", REGION_TRUTH_BOXES), REGION_TRUTH_BOXES)
         for key in ("jitter", "random", "resize"):
             s.float(key, 0.0)
         # AlexeyAB-only loss options: refused for training when they would change the loss.
