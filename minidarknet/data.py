@@ -512,7 +512,13 @@ def _open_data_file(path, net, split, bad, cache_mb, resize):
     names = None
     if names_key in options:
         names_path = resolve(options[names_key][0], base)
-        names = [text for _, text in read_list(names_path, names_key)]
+        if kind == "detector" and not os.path.isfile(names_path):
+            # Only shown by `valid`; Darknet's training does not read it either.
+            warnings.warn(f"{path}:{options[names_key][1]}: names file {names_path} not "
+                          f"found; classes are shown by number", DarknetWarning,
+                          stacklevel=3)
+        else:
+            names = [text for _, text in read_list(names_path, names_key)]
     if kind == "detector":
         entries = _detector_entries(images, list_path, classes, net, bad)
     else:
