@@ -151,17 +151,20 @@ class ConvOp:
 
     # ------------------------------------------------------------------ forward
     def forward(self, x, weights, out, epilogue=None):
-        """out (B, n, out_h, out_w) = conv(x, weights), written in place.
+        """out (B, n, out_h, out_w) = conv(x, weights).
 
-        epilogue(b0, b1, c0, c1), if given, runs after each chunk on samples [b0, b1) and
-        flat output columns [c0, c1) while they are still in cache (bias, activation)."""
+        Without `epilogue` the product is written into `out`.  With it, each chunk's product
+        (samples [b0, b1), flat output columns [c0, c1)) goes to a small contiguous buffer
+        and epilogue(product, b0, b1, c0, c1) must write the final values into `out` while
+        they are in cache (bias, activation).  `product` is (nb, groups, n/groups, c1-c0);
+        for a direct 1x1 convolution it is `out`'s own region."""
         batch = x.shape[0]
         w3 = self.weights3(weights)
         out4 = out.reshape(batch, self.groups, self.m, self.spatial)
         if self.direct:
             np.matmul(w3, x.reshape(batch, self.groups, self.cg, self.spatial), out=out4)
             if epilogue is not None:
-                epilogue(0, batch, 0, self.spatial)
+                epilogue(out4, 0, batch, 0, self.spatial)
             return out
         xp = self._padded(x)
         for b0, b1, r0, r1 in self.chunks(batch, x.dtype.itemsize):
@@ -169,11 +172,23 @@ class ConvOp:
             col = self._col(nb, rows, x.dtype, batch)
             im2col(xp[b0:b1], col, self.k, self.stride_y, self.stride_x, self.dilation, r0)
             c0, c1 = r0 * self.out_w, r1 * self.out_w
-            np.matmul(w3, col.reshape(nb, self.groups, self.kdim, rows * self.out_w),
-                      out=out4[b0:b1, :, :, c0:c1])
-            if epilogue is not None:
-                epilogue(b0, b1, c0, c1)
+            col4 = col.reshape(nb, self.groups, self.kdim, rows * self.out_w)
+            if epilogue is None:
+                np.matmul(w3, col4, out=out4[b0:b1, :, :, c0:c1])
+                continue
+            # A contiguous product buffer: writing the GEMM result straight into the strided
+            # output region is slower when the row stride is a multiple of 4 KiB (416x416).
+            product = self._product(nb, rows, x.dtype, batch)
+            np.matmul(w3, col4, out=product)
+            epilogue(product, b0, b1, c0, c1)
         return out
+
+    def _product(self, nb, rows, dtype, batch):
+        plan = self.chunks(batch, np.dtype(dtype).itemsize)
+        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        flat = self.scratch.get("product", (most * self.n * self.out_w,), dtype)
+        return flat[:nb * self.n * rows * self.out_w].reshape(
+            nb, self.groups, self.m, rows * self.out_w)
 
     # ------------------------------------------------------------------ backward
     def backward(self, x, dy, weights, weight_updates, dx, overwrite=False):
@@ -291,11 +306,22 @@ class PoolOp:
 
     def max_forward(self, x, out):
         """out = max over each window; cells outside the input and NaNs never win and the
-        result is at least -FLT_MAX (Darknet starts from -FLT_MAX and keeps val > max)."""
-        view = self.windows(self.padded(x, NEG_FLT_MAX))
-        np.fmax(view[:, :, 0, 0], NEG_FLT_MAX, out=out)
-        for o, ky, kx in self.offsets()[1:]:
-            np.fmax(out, view[:, :, ky, kx], out=out)
+        result is at least -FLT_MAX (Darknet starts from -FLT_MAX and keeps val > max).
+
+        The maximum is separable: first over the window rows (contiguous rows of the input,
+        read once), then over the columns of that smaller array."""
+        xp = self.padded(x, NEG_FLT_MAX)
+        k, sy, sx = self.size, self.stride_y, self.stride_x
+        rows = self.scratch.get("rowmax", (x.shape[0], self.c, self.out_h, xp.shape[-1]),
+                                x.dtype)
+        span_y = sy * (self.out_h - 1) + 1
+        np.fmax(xp[:, :, 0:span_y:sy, :], NEG_FLT_MAX, out=rows)
+        for ky in range(1, k):
+            np.fmax(rows, xp[:, :, ky:ky + span_y:sy, :], out=rows)
+        span_x = sx * (self.out_w - 1) + 1
+        np.copyto(out, rows[..., 0:span_x:sx])
+        for kx in range(1, k):
+            np.fmax(out, rows[..., kx:kx + span_x:sx], out=out)
         return out
 
     def max_argmax(self, x, out, arg):

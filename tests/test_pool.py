@@ -128,6 +128,7 @@ def test_maxpool_matches_the_c_loops(size, stride, padding):
     x = rng.integers(-3, 4, (2, 3, 7, 8)).astype(np.float32)     # many ties
     pad = size - 1 if padding is None else padding
     expected, idx = c_loops_maxpool(x, size, stride, stride, pad)
+    np.testing.assert_array_equal(net.forward(x), expected)            # inference path
     with np.errstate(over="ignore"):         # the cost of -FLT_MAX outputs overflows
         net.forward(x, truth=np.zeros((2, net.truths)), train=True)
     np.testing.assert_array_equal(net.layers[0].output, expected)

@@ -176,11 +176,12 @@ class Convolutional(WeightedLayer):
             scale = None
         x_pre3 = self._x_pre3()
 
-        def epilogue(b0, b1, c0, c1):
+        def epilogue(product, b0, b1, c0, c1):
+            r = product.reshape(b1 - b0, self.out_c, c1 - c0)
             v = out3[b0:b1, :, c0:c1]
             if scale is not None:
-                v *= scale[:, None]
-            v += shift[:, None]
+                np.multiply(r, scale[:, None], out=r)
+            np.add(r, shift[:, None], out=v)
             self._activate(v, None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
 
         self.op.forward(x, weights, out, epilogue)
