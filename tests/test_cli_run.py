@@ -148,3 +148,90 @@ def test_checkout_cli_script_is_the_same_command(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {bad}:5: unknown section type [nosuchlayer]"
     assert "Traceback" not in result.stderr
+
+
+DETECTOR = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+filters=7
+size=1
+stride=1
+activation=linear
+[maxpool]
+size=8
+stride=8
+[yolo]
+mask=0
+anchors=16,12
+classes=2
+num=1
+"""
+
+
+def red_square_detector(tmp_path, write_cfg):
+    """A yolo net whose objectness is high only where the input is pure red, and which calls
+    everything class 0: a picture with one red square gives exactly one box."""
+    cfg = write_cfg(DETECTOR, "detector.cfg")
+    net = minidarknet.load(cfg)
+    conv = net.layers[0]
+    conv.weights[...] = 0
+    conv.biases[...] = 0
+    conv.weights[4, :, 0, 0] = [20, -10, -10]     # objectness logit: 10 on red, <= 0 elsewhere
+    conv.biases[4] = -10
+    conv.biases[5], conv.biases[6] = 10, -10        # class 0 sure, class 1 never
+    weights = tmp_path / "detector.weights"
+    net.save_weights(weights)
+    picture = tmp_path / "scene.png"
+    scene = Image.new("RGB", (320, 240), (255, 255, 255))
+    # Darknet's maxpool pads size-1 = 7 in total, so its 8x8 windows start at -3: window
+    # (row 1, col 2) covers x 13..20, y 5..12 of the letterboxed 32x32 input (x10, y-4 here).
+    scene.paste((255, 0, 0), (145, 25, 185, 65))
+    scene.save(picture)
+    return cfg, weights, picture
+
+
+def test_detector_draws_the_boxes_that_net_detections_finds(tmp_path, write_cfg, capsys):
+    from minidarknet.boxes import class_color
+    cfg, weights, picture = red_square_detector(tmp_path, write_cfg)
+    names = tmp_path / "names.txt"
+    names.write_text("red thing\nother\n")
+    drawn = tmp_path / "boxes.png"
+    assert cli("run", cfg, picture, "--weights", weights, "--names", names, "--out", drawn,
+               "--json") == 0
+    record = json.loads(capsys.readouterr().out)
+
+    net = minidarknet.load(cfg, weights)
+    image = load_image(picture)
+    net.forward(letterbox_image(image, 32, 32))
+    expected = [d for d in net.detections(thresh=.5, image_size=(320, 240))
+                if (d.prob > .5).any()]
+    assert len(expected) == 1 and len(record["detections"]) == 1
+    box = record["detections"][0]
+    left, top, right, bottom = expected[0].to_pixels(320, 240)
+    assert (box["left"], box["top"], box["right"], box["bottom"]) == (left, top, right, bottom)
+    assert box["classes"] == [{"id": 0, "prob": pytest.approx(float(expected[0].prob[0])),
+                               "name": "red thing"}]
+    # the box sits on the red square: centre of the cell it fell in, anchor-sized
+    assert box["x"] == pytest.approx(2.5 / 4) and box["y"] == pytest.approx((1.5 * 8 - 4) / 24)
+    assert box["w"] == pytest.approx(.5) and box["h"] == pytest.approx(12 / 32 * 32 / 24)
+
+    out = np.asarray(Image.open(drawn).convert("RGB"))
+    colour = np.array(class_color(0, 2))
+    assert out.shape == (240, 320, 3)
+    # the outline is drawn in the class colour along all four sides of the reported box
+    for y, x in ((bottom, (left + right) // 2), ((top + bottom) // 2, left),
+                 ((top + bottom) // 2, right)):
+        assert np.array_equal(out[y, x], colour), (y, x, out[y, x])
+    # and nothing is drawn far away from it
+    assert np.array_equal(out[5, 5], [255, 255, 255])
+
+
+def test_detector_text_output_and_default_picture(tmp_path, write_cfg, capsys, monkeypatch):
+    cfg, weights, picture = red_square_detector(tmp_path, write_cfg)
+    monkeypatch.chdir(tmp_path)
+    assert cli("run", cfg, picture, "--weights", weights) == 0
+    out = capsys.readouterr().out
+    assert "class 0: 100%" in out
+    assert (tmp_path / "predictions.png").exists()

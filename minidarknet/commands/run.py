@@ -234,17 +234,18 @@ class Report:
                                    image_size=(w, h), letterbox=self.mode == "letterbox",
                                    index=index)
         kept = [d for d in dets if (d.prob > self.thresh).any()]
+        names = self.names or [f"class {j}" for j in range(kept[0].classes if kept else 0)]
         record["size"] = [w, h]
-        record["detections"] = [d.to_dict(self.names, w, h) for d in kept]
+        record["detections"] = [d.to_dict(names, w, h) for d in kept]
         picture = None
         if self.folder and self.draw:
             picture = os.path.join(self.folder, Path(path).stem + ".png")
         elif not self.folder:
             picture = self._numbered(self.picture, path)
         if picture:
-            save_pil(picture, draw_detections(image, kept, self.names, self.thresh))
+            save_pil(picture, draw_detections(image, kept, names, self.thresh))
             record["picture"] = picture
-        lines = format_detections(kept, self.names, self.thresh, w, h)
+        lines = format_detections(kept, names, self.thresh, w, h)
         return lines + ([f"boxes drawn in {picture}"] if picture else [])
 
     def _numbered(self, name, path):
