@@ -19,16 +19,23 @@ from .netoptions import read_net_options
 GRADIENT_MODES = ("darknet", "exact")
 
 
+# numpy's ValueError for an array whose size does not even fit in a C ssize_t
+_TOO_BIG = ("array is too big", "Maximum allowed size exceeded",
+            "Maximum allowed dimension exceeded")
+
+
 @contextlib.contextmanager
 def _memory_errors(section, doing):
-    """A MemoryError (sizes in the cfg too large for this machine) becomes a one-line
-    CfgError naming the section."""
+    """A MemoryError, or numpy's "array is too big" (sizes in the cfg too large for this
+    machine), becomes a one-line CfgError naming the section."""
     try:
         yield
-    except MemoryError as e:
-        detail = " ".join(str(e).split()) or "MemoryError"
-        raise section.error(f"{section.header}: not enough memory to {doing} ({detail})") \
-            from None
+    except (MemoryError, ValueError) as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, ValueError) and not detail.startswith(_TOO_BIG):
+            raise
+        raise section.error(f"{section.header}: not enough memory to {doing} "
+                            f"({detail[:160]})") from None
 
 
 class Network:
