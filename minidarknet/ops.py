@@ -395,3 +395,20 @@ def leaky_inplace(v, scratch, slope=0.1):
     np.multiply(v, slope, out=tmp)
     np.maximum(v, tmp, out=v)
     return v
+
+
+def leaky_backprop_inplace(delta, y, scratch, slope=0.1):
+    """delta *= leaky'(y) = (y > 0 ? 1 : slope) as Darknet, in cache-sized pieces of the
+    flat arrays.  The factor is built as mask*(1 - slope) + slope in a scratch buffer: masked
+    ufuncs (where=) and np.where's fresh temporaries are several times slower."""
+    flat_delta, flat_y = delta.reshape(-1), y.reshape(-1)
+    step = scratch.size
+    one_minus = delta.dtype.type(1 - slope)
+    for start in range(0, flat_delta.size, step):
+        d = flat_delta[start:start + step]
+        factor = scratch[:d.size]
+        np.greater(flat_y[start:start + step], 0, out=factor)
+        factor *= one_minus
+        factor += delta.dtype.type(slope)
+        d *= factor
+    return delta

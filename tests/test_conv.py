@@ -202,7 +202,7 @@ def test_chunked_im2col_equals_whole(monkeypatch):
     """Force tiny column chunks (bands of rows, one sample at a time) and compare forward and
     backward with the unchunked computation."""
     cfg = net_cfg("[convolutional]\nfilters=6\nsize=3\nstride=1\npad=1\ngroups=2\n"
-                  "activation=leaky\n\n[convolutional]\nfilters=3\nsize=3\nstride=2\npad=1\n"
+                  "batch_normalize=1\nactivation=leaky\n\n[convolutional]\nfilters=3\nsize=3\nstride=2\npad=1\n"
                   "activation=logistic\n\n[cost]\n", batch=3, w=9, h=11, c=4)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 4, 11, 9)).astype(np.float32)
@@ -335,8 +335,8 @@ def test_exact_gradients_with_batchnorm(f64, train, groups):
     assert fd_check(net, x, rng.uniform(size=(3, net.truths)), train=train) == 7
 
 
-@pytest.mark.parametrize("activation", ["mish", "swish", "gelu"])
-def test_exact_gradients_with_input_activations(f64, activation):
+@pytest.mark.parametrize("activation", ["leaky", "relu", "mish", "swish", "gelu"])
+def test_exact_gradients_of_activations(f64, activation):
     net = build(net_cfg(f"[convolutional]\nfilters=3\nsize=3\npad=1\nactivation={activation}\n"
                         "\n[cost]\n"))
     rng = np.random.default_rng(9)

@@ -162,7 +162,10 @@ class Convolutional(WeightedLayer):
             self._bn_affine = False
             self.op.forward(x, self.weights, out)
             bn_forward(self, out3, True)
-            self._activate(out3, self._x_pre3())
+            x_pre3 = self._x_pre3()
+            for b0, b1, c0, c1 in self._chunk_regions():
+                self._activate(out3[b0:b1, :, c0:c1],
+                               None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
             return
         # Bias (or inference batch norm as a per-channel affine map) and the activation run
         # on each chunk of the convolution while it is still in cache.
@@ -192,6 +195,11 @@ class Convolutional(WeightedLayer):
             buf = self._weights_buffer = np.empty_like(self.weights)
         return np.multiply(self.weights, scale[:, None, None, None], out=buf)
 
+    def _chunk_regions(self):
+        """(b0, b1, c0, c1) of the convolution's column chunks (what _act_scratch fits)."""
+        return [(b0, b1, r0 * self.out_w, r1 * self.out_w)
+                for b0, b1, r0, r1 in self.op.chunks(self.batch, self.output.itemsize)]
+
     def _x_pre3(self):
         return None if self.x_pre is None else self.x_pre.reshape(self.batch, self.out_c, -1)
 
@@ -218,7 +226,10 @@ class Convolutional(WeightedLayer):
     # ------------------------------------------------------------------ backward
     def backward(self, net):
         delta = self.delta
-        self.activation.backprop(delta, self.output, self.x_pre, self.exact)
+        if self.activation.name == "leaky":
+            ops.leaky_backprop_inplace(delta, self.output, self._act_scratch)
+        else:
+            self.activation.backprop(delta, self.output, self.x_pre, self.exact)
         delta3 = delta.reshape(self.batch, self.out_c, -1)
         x = self.input_of(net)
         if self.batch_normalize:
