@@ -303,8 +303,3 @@ def place_boxes(boxes, rng, flip, dx, dy, sx, sy, max_boxes):
     keep = (rows[:, 2] >= .001) & (rows[:, 3] >= .001)
     return rows[keep].astype(F32)
 
-
-def fit_boxes(boxes, max_boxes):
-    """Truth rows (x, y, w, h, class) for an image used without augmentation."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 5)
-    return boxes[:max_boxes][:, [1, 2, 3, 4, 0]].astype(F32)

@@ -230,7 +230,7 @@ class Progress:
 
     def say(self, text):
         if self.tty and self.width:
-            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.write("\n")        # keep the last progress line on the screen
             self.width = 0
         self.stream.write(text + "\n")
         self.stream.flush()
@@ -342,7 +342,7 @@ class Trainer:
         if self.out is None:
             return []
         os.makedirs(self.out, exist_ok=True)
-        self._deferring = True
+        deferring, self._deferring = self._deferring, True
         try:
             data = weights_bytes(self.net)
             state = state_bytes(self.net, self.avg_loss)
@@ -355,7 +355,7 @@ class Trainer:
                 self.result.checkpoints.append(path)
             return paths
         finally:
-            self._deferring = False
+            self._deferring = deferring
 
     # ---------------------------------------------------------------- the loop
     def run(self):
