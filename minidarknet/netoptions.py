@@ -8,6 +8,9 @@ import math
 from .errors import warn
 from .layers.base import MAX_ELEMENTS
 
+# A sanity limit on the input's width and height (JPEG's own limit is 65535).
+MAX_SIDE = 65536
+
 POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "random", "sgdr")
 
 # Keys read here or by the training code (augmentation, multi-scale).
@@ -58,6 +61,9 @@ def read_net_options(s, batch=None, width=None, height=None, channels=None):
                       "inputs")
     if inputs <= 0 or min(h, w, c) < 0:
         raise s.error("[net] needs width, height and channels (or inputs)")
+    for key, side in (("width", w), ("height", h)):
+        if side > MAX_SIDE:
+            raise s.error(f"[net] {key}={side}: more than {MAX_SIDE} pixels (is it a typo?)", key)
     if inputs * sub_batch > MAX_ELEMENTS:
         raise s.error(f"[net] input {w} x {h} x {c} x batch {sub_batch} = {inputs * sub_batch} "
                       f"values is more than Darknet can index ({MAX_ELEMENTS})")
