@@ -9,8 +9,7 @@ LAYER_TYPES = {}
 
 # Darknet section types that minidarknet knows of but does not run (yet): reported by name.
 NOT_SUPPORTED = {
-    "rnn": "pjreddie/AlexeyAB recurrent layer", "gru": "recurrent layer",
-    "lstm": "recurrent layer", "crnn": "recurrent layer", "conv_lstm": "AlexeyAB recurrent layer",
+    "conv_lstm": "AlexeyAB recurrent layer",
     "history": "AlexeyAB recurrent helper", "iseg": "pjreddie instance-segmentation head",
     "Gaussian_yolo": "AlexeyAB Gaussian YOLO head", "contrastive": "AlexeyAB contrastive loss",
 }
