@@ -6,7 +6,7 @@ The helpers at the top (float64 mode, `fd_check`, `conv_reference`) are also use
 tests/test_pool.py and tests/test_deconv_local.py.
 """
 import importlib
-import io
+import os
 import pkgutil
 import subprocess
 import sys
@@ -554,5 +554,5 @@ def test_golden_case(case):
     need_shared(GOLDEN / case)
     result = subprocess.run([sys.executable, str(GOLDEN_CHECK), str(GOLDEN / case)],
                             cwd=ROOT, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(ROOT), "PATH": ""})
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stdout + result.stderr
