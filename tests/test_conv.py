@@ -505,6 +505,7 @@ def test_flipped_weights_are_transposed(tmp_path):
     ("filters=2\nsize=3\nantialiasing=1", "antialiasing"),
     ("filters=2\nsize=3\nshare_index=-1", "share_index"),
     ("filters=2\nsize=3\nsway=1", "sway"),
+    ("filters=2\nsize=3\ntrain_only_bn=1", "train_only_bn"),
     ("filters=2\nsize=3\ndilation=2", "dilation"),
     ("filters=2\nsize=9", "too small"),
     ("filters=0\nsize=3", "filters"),

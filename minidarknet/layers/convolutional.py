@@ -10,7 +10,8 @@ only, no effect on the CPU path that minidarknet reproduces).
 
 Rejected with an error naming the key, because they change the maths and are not implemented:
 binary / xnor / bin_output (XNOR nets), antialiasing, share_index, cbn, sway / rotate /
-stretch / stretch_sway (deformable kernels), coordconv, assisted_excitation.  Also rejected:
+stretch / stretch_sway (deformable kernels), coordconv, assisted_excitation, train_only_bn
+(AlexeyAB then trains only the BN parameters of this and all earlier layers).  Also rejected:
 size=1 with stride > 1 or padding > 0 -- pjreddie's CPU code then skips im2col and multiplies
 the first out_h*out_w input pixels of each channel (garbage; verified, spec section 10) and AB
 does the same for padding; no shipped cfg uses it, so we refuse rather than reproduce it.
@@ -23,6 +24,12 @@ flipped=1 means the file stores the weights transposed ([c*size*size][n]).
 gradients="darknet" reproduces pjreddie's CPU backward, including its overwrite quirk: for
 size 1 the input delta is written with GEMM beta=0, REPLACING what a route/shortcut had already
 added to the previous layer's delta (golden README quirk 5).  gradients="exact" accumulates.
+(AlexeyAB's CPU col2im zeroes its destination, so there EVERY convolution overwrites; that is
+not reproduced: minidarknet follows pjreddie's CPU numbers, as the golden cases do.)
+
+Inference batch norm is Darknet's (pjreddie CPU) gamma*(x - mean)/(sqrt(var) + 1e-6) + beta,
+computed as a per-channel affine map; on large feature maps the scale is multiplied into a
+fresh copy of the weights at every forward (cheaper than scaling the output, and never stale).
 """
 import numpy as np
 
@@ -43,6 +50,7 @@ UNSUPPORTED_AB = {
     "stretch_sway": "AlexeyAB's deformable (stretch_sway) kernels",
     "coordconv": "AlexeyAB's CoordConv channels",
     "assisted_excitation": "AlexeyAB's assisted excitation",
+    "train_only_bn": "AlexeyAB's train_only_bn (freezing the weights of earlier layers)",
 }
 
 
