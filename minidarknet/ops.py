@@ -142,9 +142,12 @@ class ConvOp:
         return [(b, b + 1, r, min(self.out_h, r + rows))
                 for b in range(batch) for r in range(0, self.out_h, rows)]
 
+    def largest_chunk(self, batch, itemsize):
+        """Samples x output rows of the largest chunk (what the chunk buffers must hold)."""
+        return max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in self.chunks(batch, itemsize))
+
     def _col(self, nb, rows, dtype, batch):
-        plan = self.chunks(batch, np.dtype(dtype).itemsize)
-        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        most = self.largest_chunk(batch, np.dtype(dtype).itemsize)
         flat = self.scratch.get("col", (most * self.c * self.k * self.k * self.out_w,), dtype)
         return flat[:nb * self.c * self.k * self.k * rows * self.out_w].reshape(
             nb, self.c, self.k, self.k, rows, self.out_w)
@@ -184,8 +187,7 @@ class ConvOp:
         return out
 
     def _product(self, nb, rows, dtype, batch):
-        plan = self.chunks(batch, np.dtype(dtype).itemsize)
-        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        most = self.largest_chunk(batch, np.dtype(dtype).itemsize)
         flat = self.scratch.get("product", (most * self.n * self.out_w,), dtype)
         return flat[:nb * self.n * rows * self.out_w].reshape(
             nb, self.groups, self.m, rows * self.out_w)

@@ -156,8 +156,7 @@ class Convolutional(WeightedLayer):
         super().allocate(batch)
         self.x_pre = (np.zeros_like(self.output) if self.activation.needs_input(self.exact)
                       else None)
-        plan = self.op.chunks(batch, self.output.itemsize)
-        most = max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in plan)
+        most = self.op.largest_chunk(batch, self.output.itemsize)
         self._act_scratch = np.empty(most * self.out_w * self.out_c, self.output.dtype)
 
     # ------------------------------------------------------------------ forward
