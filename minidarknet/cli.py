@@ -64,3 +64,7 @@ def main(argv=None):
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
