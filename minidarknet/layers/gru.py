@@ -148,8 +148,3 @@ class GRU(RecurrentLayer):
             b["wz"].backward(t, h_prev, earlier)
             for gate in "zrh":
                 b[f"u{gate}"].backward(t, x[t], None if prev is None else prev[t])
-
-    def describe(self):
-        # Darknet prints "GRU Layer: %d inputs, %d outputs".
-        _, steps, inp, out = super().describe()
-        return "", steps, inp, out

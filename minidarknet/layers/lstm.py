@@ -156,8 +156,3 @@ class LSTM(RecurrentLayer):
             self.prev_hidden[...] = out[t - 1]
             self.prev_cell[...] = self.cell[t - 1]
         return self.prev_hidden, self.prev_cell
-
-    def describe(self):
-        # Darknet prints "LSTM Layer: %d inputs, %d outputs".
-        _, steps, inp, out = super().describe()
-        return "", steps, inp, out

@@ -120,11 +120,11 @@ class _Block:
         self.train = False
 
     def allocate(self, steps, batch, out=None):
-        """Per-step buffers (steps, batch, *row_shape); `out` (the layer's own output) is
-        used as the output buffer when given."""
+        """Per-step buffers (steps, batch, *row_shape).  With `out` (the layer's own output)
+        the block writes there and its delta is the layer's, bound by the layer's backward."""
         shape = (steps, batch) + self.row_shape
         self.out = np.zeros(shape, F32) if out is None else out.reshape(shape)
-        self.delta = np.zeros(shape, F32)
+        self.delta = np.zeros(shape, F32) if out is None else None
         self.x_pre = (np.zeros(shape, F32) if self.activation.needs_input(self.exact)
                       else None)
         self.bn = [None] * steps
@@ -328,8 +328,8 @@ class RecurrentLayer(Layer):
         return sum(b.flops() for b in self.blocks.values())
 
     def describe(self):
-        _, _, inp, out = super().describe()
-        return "", f"{self.steps} steps", inp, out
+        # Darknet prints "RNN Layer: %d inputs, %d outputs" (GRU, LSTM likewise).
+        return "", f"{self.steps} steps", f"{self.inputs}", f"{self.outputs}"
 
 
 class ThreeBlockRecurrent(RecurrentLayer):

@@ -14,8 +14,8 @@ hidden=output) build as in Darknet; a cfg with hidden != output builds as Alexey
 
 Weights file (both forks): input_layer, self_layer, output_layer, each in [connected] format.
 """
-from .recurrent import DenseBlock, LOGISTIC, ThreeBlockRecurrent, sequence_steps
 from ..activations import get_activation
+from .recurrent import LOGISTIC, DenseBlock, ThreeBlockRecurrent, sequence_steps
 from .registry import register
 
 
@@ -58,6 +58,4 @@ class RNN(ThreeBlockRecurrent):
         self.allocate(shape.batch)
 
     def describe(self):
-        # Darknet prints "RNN Layer: %d inputs, %d outputs".
-        steps = f"{self.steps} steps"
-        return f"h {self.hidden}", steps, f"{self.inputs}", f"{self.outputs}"
+        return (f"hidden {self.hidden}",) + super().describe()[1:]
