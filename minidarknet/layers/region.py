@@ -7,8 +7,12 @@ Anchors are in grid-cell units.
 Forward (CPU): copy the input; logistic on x, y; logistic on objectness unless `background`;
 classes: with softmax=1 a softmax across the class planes of each cell, computed from the raw
 input, temperature fixed at 1 (with background=1 the objectness plane joins it); else logistic.
-Extra coords (coords > 4) get no activation.  Hierarchical trees (`tree=`) and class maps
-(`map=`) are refused.
+Extra coords (coords > 4) get no activation.  With `tree=FILE` (YOLO9000, minidarknet.tree)
+the classes get the tree's group-wise softmax instead, temperature 1, as pjreddie's GPU
+forward and AlexeyAB compute it (pjreddie's CPU branch still indexes the class planes with
+offsets from the old interleaved layout); decoding then follows the hierarchy
+(hierarchy_top_prediction with `hier`), and training a tree layer is refused.  A class map
+(`map=FILE`) is read as Darknet reads it (the file must exist); training with it is refused.
 
 Loss (whenever a truth is given; pjreddie's forward_region_layer).  Truth: 30 boxes of
 (x, y, w, h, extra coords..., class) per sample, relative, ending at the first x == 0.
@@ -37,10 +41,11 @@ background=1 has no exact gradient here and is refused in that mode.
 import numpy as np
 
 from ..activations import get_activation
+from ..tree import read_class_map, read_tree_file, region_tree_boxes
 from .base import F32, Layer
 from .registry import register
 from .yolo import (F64, box_iou_f32, cell_location, check_truth_size, class_ids, first_best,
-                   iou_gradient, logistic_grad, refuse_map, softplus, valid_truth_count)
+                   iou_gradient, logistic_grad, softplus, valid_truth_count)
 
 LOGISTIC = get_activation("logistic")
 REGION_TRUTH_BOXES = 30      # pjreddie's region layer always reads 30 boxes
@@ -64,10 +69,14 @@ class Region(Layer):
         if self.coords < 4 or self.classes < 0 or self.n < 1:
             raise s.error(f"[region] coords={self.coords}, classes={self.classes}, num={self.n}: "
                           f"need coords >= 4, classes >= 0 and num >= 1")
-        if s.has("tree"):
-            raise s.error(f"[region] tree={s.raw('tree')}: hierarchical (YOLO9000) softmax trees "
-                          f"are not supported by minidarknet", "tree")
-        refuse_map(s, "[region]")
+        self.tree = read_tree_file(s) if s.has("tree") else None
+        if self.tree is not None and self.tree.n != self.classes:
+            raise s.error(f"[region] tree={s.raw('tree')}: the tree has {self.tree.n} nodes "
+                          f"but classes={self.classes} (Darknet would read past the class "
+                          f"planes or leave some raw)", "tree")
+        # Darknet reads the class map (a training-time remapping of truth class ids) when it
+        # parses the layer, so the file must exist; training with it is refused below.
+        self.class_map = read_class_map(s) if s.has("map") else None
         self.softmax = s.int("softmax", 0)
         self.background = s.int("background", 0)
         self.rescore = s.int("rescore", 0)
@@ -138,7 +147,10 @@ class Region(Layer):
         obj = self.coords
         if not self.background:
             LOGISTIC.forward(out[:, :, obj:obj + 1], out[:, :, obj:obj + 1])
-        if self.softmax:
+        if self.tree is not None:
+            classes = slice(self.coords + 1, self.coords + 1 + self.classes)
+            self.tree.softmax(x[:, :, classes], out[:, :, classes], axis=2)
+        elif self.softmax:
             group = self._class_group
             z = x[:, :, group]
             e = np.exp((z - z.max(axis=2, keepdims=True)).astype(F64)).astype(F32)
@@ -148,6 +160,12 @@ class Region(Layer):
         self.loss_delta = None
         if net.truth is None:
             return
+        for key, what in (("tree", self.tree), ("map", self.class_map)):
+            if what is not None:
+                raise self.section.error(
+                    f"[region] {key}={self.section.raw(key)}: training with a class "
+                    f"{'hierarchy' if key == 'tree' else 'map'} is not implemented in "
+                    f"minidarknet (inference only)", key)
         if self.loss_problems:
             key, shown = self.loss_problems[0]
             raise self.section.error(f"[region] {shown}: an AlexeyAB loss option minidarknet "
@@ -325,7 +343,9 @@ class Region(Layer):
         dz[:, :, 0:2] *= logistic_grad(out[:, :, 0:2])
         dz[:, :, obj] *= logistic_grad(out[:, :, obj])
         cls = slice(obj + 1, None)
-        if self.softmax:
+        if self.tree is not None:
+            dz[:, :, cls] = self.tree.softmax_jacobian_t(out[:, :, cls], g[:, :, cls], axis=2)
+        elif self.softmax:
             p = out[:, :, cls]
             dz[:, :, cls] = p * (g[:, :, cls] - (g[:, :, cls] * p).sum(axis=2, keepdims=True))
         else:
@@ -337,5 +357,9 @@ class Region(Layer):
         """Darknet's get_region_detections for batch item `index`: every cell x anchor
         (boxes relative to the network input, before any letterbox correction)."""
         from ..boxes import region_boxes
+        if self.tree is not None:
+            return region_tree_boxes(self.output[index], self.biases, self.classes, self.tree,
+                                     coords=self.coords, thresh=thresh, hier_thresh=hier,
+                                     background=bool(self.background))
         return region_boxes(self.output[index], self.biases, self.classes, coords=self.coords,
                             thresh=thresh, hier_thresh=hier, background=bool(self.background))

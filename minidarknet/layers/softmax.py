@@ -5,9 +5,16 @@ delta = truth - p and cost = sum(-log p where truth != 0), and its backward pass
 through unchanged (no softmax Jacobian), so a [cost] layer after it adds scale*(truth - p)
 straight onto the logits.  gradients="exact" keeps the loss gradient (truth - p*sum(truth))/T
 apart and applies the true softmax Jacobian to what later layers send back.
+
+tree=FILE (YOLO9000's hierarchy, minidarknet.tree): the softmax runs within each group of the
+tree instead of over `groups` chunks (Darknet reads the file, relative to the working
+directory, when it builds the layer); outputs past the tree's nodes stay 0.  The CPU loss is
+unchanged (Darknet's GPU also masks truth entries equal to its SECRET_NUM).
 """
 import numpy as np
 
+from ..errors import warn
+from ..tree import read_tree_file
 from .base import F32, Layer
 from .registry import register
 
@@ -26,10 +33,14 @@ class Softmax(Layer):
         self.temperature = section.float("temperature", 1.0)
         if self.temperature == 0:
             raise section.error("[softmax] temperature=0", "temperature")
-        tree = section.str("tree")
-        if tree is not None:
-            raise section.error(f"[softmax] tree={tree}: hierarchical softmax is not supported",
+        self.tree = read_tree_file(section) if section.has("tree") else None
+        if self.tree is not None and self.tree.n > shape.inputs:
+            raise section.error(f"[softmax] tree={section.raw('tree')}: the tree has "
+                                f"{self.tree.n} nodes, more than the {shape.inputs} inputs",
                                 "tree")
+        if self.tree is not None and self.tree.n < shape.inputs:
+            warn(f"{section.where('tree')}: the tree has {self.tree.n} nodes for "
+                 f"{shape.inputs} inputs; the outputs past it stay 0, as in Darknet")
         self.spatial = section.int("spatial", 0)   # GPU-only in Darknet; ignored on CPU
         self.noloss = section.int("noloss", 0)
         # Darknet leaves out_c/out_h/out_w at 0: no image shape after a softmax.
@@ -45,11 +56,15 @@ class Softmax(Layer):
         x = self._groups_view(net.input)
         p = self._groups_view(self.output)
         t = F32(self.temperature)
-        np.subtract(x, x.max(axis=2, keepdims=True), out=p)
-        if t != 1:
-            p /= t
-        np.exp(p, out=p)
-        p /= p.sum(axis=2, keepdims=True)
+        if self.tree is not None:
+            self.tree.softmax(net.input.reshape(self.batch, self.inputs),
+                              self.output.reshape(self.batch, self.inputs), temperature=t)
+        else:
+            np.subtract(x, x.max(axis=2, keepdims=True), out=p)
+            if t != 1:
+                p /= t
+            np.exp(p, out=p)
+            p /= p.sum(axis=2, keepdims=True)
         self.loss_delta = None
         if net.truth is None or self.noloss:
             return
@@ -61,7 +76,12 @@ class Softmax(Layer):
         # is, and so the objective, is the cross-entropy -sum(truth * log p) (the same for
         # 0/1 truths, different for soft labels).
         self.objective = float(np.where(truth != 0, truth * loss, F32(0)).sum(dtype=np.float64))
-        if self.exact:
+        if self.exact and self.tree is not None:
+            flat = truth.reshape(self.batch, self.inputs)
+            self.loss_delta = ((flat - self.output.reshape(flat.shape)
+                                * self.tree.group_sums(flat)) / t).reshape(p.shape)
+            self.loss_delta.reshape(self.batch, self.inputs)[:, self.tree.n:] = 0
+        elif self.exact:
             self.loss_delta = (truth - p * truth.sum(axis=2, keepdims=True)) / t
         else:
             np.subtract(truth, p, out=self._groups_view(self.delta))
@@ -75,7 +95,11 @@ class Softmax(Layer):
             return
         g = self._groups_view(self.delta)
         p = self._groups_view(self.output)
-        dz = p * (g - (g * p).sum(axis=2, keepdims=True)) / F32(self.temperature)
+        if self.tree is not None:
+            dz = self.tree.softmax_jacobian_t(p.reshape(self.batch, -1), g.reshape(self.batch, -1),
+                                              temperature=self.temperature).reshape(g.shape)
+        else:
+            dz = p * (g - (g * p).sum(axis=2, keepdims=True)) / F32(self.temperature)
         if self.loss_delta is not None:
             dz += self.loss_delta
         prev += dz.reshape(prev.shape)

@@ -214,7 +214,7 @@ class Yolo(Layer):
         mask = s.ints("mask")
         self.mask = np.arange(self.total) if mask is None else np.array(mask, np.int64)
         self.n = len(self.mask)
-        if self.n and (self.mask.min() < 0 or self.mask.max() >= self.total):
+        if self.n and self.mask.min() < 0:
             raise s.error(f"[yolo] mask={s.raw('mask')} names an anchor outside 0..{self.total - 1}"
                           f" (num={self.total})", "mask")
         self.biases = self._read_anchors(s)
@@ -247,14 +247,37 @@ class Yolo(Layer):
     # ------------------------------------------------------------------ cfg
     def _read_anchors(self, s):
         biases = np.full(2 * self.total, 0.5, F32)   # Darknet's default for missing anchors
-        anchors = s.floats("anchors")
-        if anchors:
-            if len(anchors) > biases.size:
-                warn(f"{s.where('anchors')}: {len(anchors)} anchor values for num={self.total} "
-                     f"({2 * self.total} used; AlexeyAB ignores the rest, pjreddie overruns)")
-            used = anchors[:biases.size]
-            biases[:len(used)] = used
+        anchors = s.floats("anchors") or []
+        beyond = self.n and self.mask.max() >= self.total
+        if beyond:
+            biases = self._anchors_beyond_num(s, anchors)
+        elif len(anchors) > biases.size:
+            warn(f"{s.where('anchors')}: {len(anchors)} anchor values for num={self.total} "
+                 f"({2 * self.total} used; AlexeyAB ignores the rest, pjreddie overruns)")
+        used = anchors[:biases.size]
+        biases[:len(used)] = used
         return biases
+
+    def _anchors_beyond_num(self, s, anchors):
+        """A mask naming anchors >= num (AlexeyAB's cspx-p7-mish.cfg: mask=16,17,18,19 with
+        num=16 and 40 anchor values).  Both forks allocate 2*num anchor values and read the
+        masked ones past that array (AlexeyAB: undefined memory; pjreddie first writes every
+        listed value there, overrunning the array).  When the cfg lists them, use the listed
+        values (what the file means) and say so; the training loss still matches truths
+        against the first num anchors only, as Darknet's best-anchor search does."""
+        top = int(self.mask.max())
+        if len(anchors) < 2 * (top + 1):
+            raise s.error(f"[yolo] mask={s.raw('mask')} names anchor {top}, but num={self.total}"
+                          f" and anchors= lists {len(anchors) // 2} (Darknet would read past its "
+                          f"anchor array)", "mask")
+        warn(f"{s.where('mask')}: mask={s.raw('mask')} names anchors beyond num={self.total}; "
+             f"AlexeyAB keeps {2 * self.total} anchor values and reads these past them "
+             f"(undefined memory; pjreddie writes the extra values there, overrunning its "
+             f"array), minidarknet uses the values anchors= lists (training still matches "
+             f"truths against the first {self.total} anchors only)")
+        if len(anchors) > 2 * (top + 1):
+            warn(f"{s.where('anchors')}: {len(anchors)} anchor values; {2 * (top + 1)} used")
+        return np.full(2 * (top + 1), 0.5, F32)
 
     def _read_nms(self, s):
         self.nms_kind = s.str("nms_kind", "default")
@@ -366,8 +389,8 @@ class Yolo(Layer):
         weight = np.zeros_like(out)
         boxes_all = truth[:, :5 * self.max_boxes].reshape(self.batch, self.max_boxes, 5)
         anchors_rel = np.zeros((self.total, 4), F32)
-        anchors_rel[:, 2] = self.biases[0::2] / F32(net_w)
-        anchors_rel[:, 3] = self.biases[1::2] / F32(net_h)
+        anchors_rel[:, 2] = self.biases[0:2 * self.total:2] / F32(net_w)
+        anchors_rel[:, 3] = self.biases[1:2 * self.total:2] / F32(net_h)
         for b in range(self.batch):
             boxes = boxes_all[b, :valid_truth_count(boxes_all[b])]
             ids = class_ids(boxes[:, 4], self.classes, self) if len(boxes) else boxes[:, 4]
