@@ -799,3 +799,24 @@ def test_standalone_layer():
     assert y.shape == (2, 4)
     dx = lstm.backward(np.ones((2, 4), np.float32))
     assert dx.shape == (2, 3) and dx.any()
+
+
+def test_crnn_info_row():
+    net = build(cfg("[crnn]\noutput=4\nhidden=3\nsize=3\npad=1", head="width=5\nheight=4\n"
+                    "channels=2"))
+    row = layer_rows(net)[0]
+    assert (row["filters"], row["size"]) == ("4", "3 x 3 / 1, hidden 3")
+    assert (row["input"], row["output"]) == ("5 x 4 x 2", "5 x 4 x 4")
+    assert row["bflops"] * 1e9 == pytest.approx(2 * 9 * 20 * (2 * 3 + 3 * 3 + 3 * 4))
+
+
+def test_trainer_state_includes_the_sub_layer_momentum():
+    from minidarknet.train import momentum_arrays, state_arrays
+    net = build(cfg("[gru]\noutput=2\nbatch_normalize=1"))
+    momentum = {id(a) for _, a in momentum_arrays(net)}
+    state = {id(a) for _, a in state_arrays(net)}
+    for block in net.layers[0].blocks.values():
+        for array in (block.weight_updates, block.bias_updates, block.scale_updates):
+            assert id(array) in momentum
+        for _, array in block.parameters():
+            assert id(array) in state

@@ -15,8 +15,14 @@ The forks read different keys; the cfg says which one it is written for:
   AlexeyAB's keys is read as AlexeyAB's; mixing the two sets is an error.
 
 Weights file (both forks): input_layer, self_layer, output_layer in [convolutional] format.
+
+Backward (gradients="darknet") follows pjreddie's convolution: a 1x1 block writes its input
+delta with beta=0 (replacing the recurrent delta already gathered for that step), larger kernels
+accumulate.  AlexeyAB's CPU convolution overwrites for every kernel size; as for the
+[convolutional] layer, that is not reproduced.
 """
 from .. import ops
+from .base import Layer
 from .recurrent import ConvBlock, ThreeBlockRecurrent, sequence_steps
 from .registry import register
 
@@ -113,6 +119,6 @@ class CRNN(ThreeBlockRecurrent):
 
     def describe(self):
         # Darknet prints "CRNN Layer: %d x %d x %d image, %d filters".
-        _, _, inp, out = super().describe()
-        size = f"{self.size} x {self.size} / {self.stride}, {self.steps} steps"
-        return f"{self.hidden_filters}/{self.output_filters}", size, inp, out
+        _, _, inp, out = Layer.describe(self)          # image shapes, as [convolutional]
+        size = f"{self.size} x {self.size} / {self.stride}, hidden {self.hidden_filters}"
+        return f"{self.output_filters}", size, inp, out

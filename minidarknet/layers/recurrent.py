@@ -279,6 +279,11 @@ class RecurrentLayer(Layer):
 
     def add_block(self, block):
         self.blocks[block.name] = block
+        # The momentum buffers also as the layer's own `*_updates` attributes (e.g.
+        # `uz_weight_updates`): the trainer's checkpoints and step snapshots collect those.
+        for name in ("weight_updates", "bias_updates", "scale_updates"):
+            if getattr(block, name) is not None:
+                setattr(self, f"{block.name}_{name}", getattr(block, name))
         return block
 
     # ------------------------------------------------------------------ time steps
