@@ -131,7 +131,10 @@ class Network:
         self.set_batch(x.shape[0])
         self.truth = None if truth is None else self._as_truth(truth, x.shape[0])
         self.train = bool(train)
-        if self.train or self._deltas or self.truth is not None:   # loss layers write deltas
+        # Loss layers write their deltas in forward whenever they see a truth (the caller's,
+        # or a `truth=1` layer's output).
+        if self.train or self._deltas or self.truth is not None or \
+                any(layer.truth for layer in self.layers):
             self._allocate_deltas()
             for layer in self.layers:
                 if layer.delta is not None:
