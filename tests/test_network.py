@@ -486,3 +486,15 @@ def test_training_lowers_the_cost():
     for _ in range(30):
         last = net.train_step(x, truth)
     assert last < first / 2
+
+
+def test_truth_layer_feeds_the_later_losses():
+    # Darknet: a layer with truth=1 becomes the truth of the layers after it, with or
+    # without a truth from the caller.
+    net = build(net_cfg("[connected]\noutput=3\nactivation=linear\ntruth=1\n"
+                        "[connected]\noutput=3\nactivation=linear\n[cost]\n"), seed=0)
+    x, _ = batch_data()
+    out = net.forward(x).reshape(2, 3)
+    target = net.layers[0].output.reshape(2, 3)
+    assert net.cost == pytest.approx(((target - out) ** 2).sum(), rel=1e-5)
+    np.testing.assert_allclose(net.layers[2].delta.reshape(2, 3), target - out, rtol=1e-6)
