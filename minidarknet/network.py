@@ -223,6 +223,13 @@ class Network:
             self._no_input_delta = False
         return total / (rows // batch * batch)
 
+    def reset_state(self):
+        """Zero the state that recurrent layers carry from one forward call to the next
+        (Darknet's reset_rnn_state), e.g. before feeding a new sequence."""
+        for layer in self.layers:
+            if hasattr(layer, "reset_state"):
+                layer.reset_state()
+
     # ------------------------------------------------------------------ schedule
     def current_batch(self):
         return self.seen // (self.batch * self.subdivisions)
