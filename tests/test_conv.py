@@ -497,8 +497,6 @@ def test_flipped_weights_are_transposed(tmp_path):
 # ---------------------------------------------------------------------- cfg and description
 
 @pytest.mark.parametrize("body,key", [
-    ("filters=2\nsize=3\nbinary=1", "binary"),
-    ("filters=2\nsize=3\nxnor=1", "xnor"),
     ("filters=2\nsize=1\nstride=2", "size=1"),
     ("filters=2\nsize=1\npadding=1", "size=1"),
     ("filters=3\nsize=3\ngroups=2", "groups"),

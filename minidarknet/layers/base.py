@@ -33,6 +33,16 @@ def physical_memory():
         return None
 
 
+def uniform_weights(rng, shape, scale):
+    """Darknet's random initialisation scale * rand_uniform(-1, 1), drawn directly in float32:
+    a float64 draw takes three times the memory and several times as long on a large network,
+    and the values only matter until a weights file is loaded."""
+    weights = rng.random(shape, dtype=F32)
+    weights *= F32(2 * scale)
+    weights -= F32(scale)
+    return weights
+
+
 class Layer:
     type = "layer"          # Darknet's name for the type (shown by `minidarknet info`)
     has_cost = False        # owns a cost (counted in the network cost mean)

@@ -5,7 +5,7 @@ rolling_mean, rolling_variance (after the weights, unlike [convolutional]).
 """
 import numpy as np
 
-from .base import F32, WeightedLayer
+from .base import F32, WeightedLayer, uniform_weights
 from .batchnorm import bn_backward, bn_forward, init_bn
 from .registry import register
 
@@ -25,11 +25,10 @@ class Connected(WeightedLayer):
         self.batch_normalize = section.int("batch_normalize", 0)
         self.set_output_shape(n, 1, 1)
         self.check_count(n * shape.inputs, f"weights {n} x {shape.inputs}", "output",
-                         bytes_per_value=12)
+                         bytes_per_value=4)
         # Darknet's initialisation (used when no weights file is loaded): sqrt(2/inputs)*U(-1,1).
-        scale = np.sqrt(2.0 / shape.inputs)
-        self.weights = net.rng.uniform(-scale, scale, (n, shape.inputs)).astype(F32)
-        self.weight_updates = np.zeros_like(self.weights)
+        self.weights = uniform_weights(net.rng, (n, shape.inputs), np.sqrt(2.0 / shape.inputs))
+        self.weight_updates = np.zeros(self.weights.shape, F32)
         self.biases = np.zeros(n, F32)
         self.bias_updates = np.zeros(n, F32)
         if self.batch_normalize:

@@ -8,8 +8,11 @@ computes it -- a combination where the two disagree would make AB read garbage a
 rejected), stream / wait_stream (GPU scheduling, no effect), grad_centr (AB's GPU update
 only, no effect on the CPU path that minidarknet reproduces).
 
+XNOR nets (xnor=1, binary, AlexeyAB's bin_output, minidarknet's xnor_path) run through
+layers/xnor.py; AlexeyAB's share_index (another layer's parameters) through layers/share.py.
+
 Rejected with an error naming the key, because they change the maths and are not implemented:
-binary / xnor / bin_output (XNOR nets), antialiasing, share_index, cbn, sway / rotate /
+antialiasing, cbn, sway / rotate /
 stretch / stretch_sway (deformable kernels), coordconv, assisted_excitation, train_only_bn
 (AlexeyAB then trains only the BN parameters of this and all earlier layers).  Also rejected:
 size=1 with stride > 1 or padding > 0 -- pjreddie's CPU code then skips im2col and multiplies
@@ -34,16 +37,15 @@ fresh copy of the weights at every forward (cheaper than scaling the output, and
 import numpy as np
 
 from .. import ops
-from .base import F32, WeightedLayer
+from . import share, xnor
+from .base import F32, WeightedLayer, uniform_weights
 from .batchnorm import EPS_FORWARD, bn_backward, bn_forward, init_bn
 from .registry import register
 
 # AlexeyAB keys that change the maths and are not implemented: key -> what it is.
 UNSUPPORTED_AB = {
     "antialiasing": "AlexeyAB's anti-aliased (blurred) strided convolution",
-    "share_index": "AlexeyAB's weight sharing between layers",
     "cbn": "AlexeyAB's cross-iteration batch normalization",
-    "bin_output": "AlexeyAB's binary (XNOR) output",
     "sway": "AlexeyAB's deformable (sway) kernels",
     "rotate": "AlexeyAB's deformable (rotate) kernels",
     "stretch": "AlexeyAB's deformable (stretch) kernels",
@@ -63,21 +65,24 @@ class Convolutional(WeightedLayer):
         super().__init__(section, shape, net)
         self._read_keys(section, shape)
         out_h, out_w = self._check_geometry(section, shape)
+        xnor.check_geometry(self, section)
         n, cg, k = self.filters, shape.c // self.groups, self.size
         self.set_output_shape(n, out_h, out_w)
         self.op = ops.ConvOp(shape.c, shape.h, shape.w, n, k, self.stride_y, self.stride_x,
                              self.padding * self.dilation, self.dilation, self.groups,
                              self.out_h, self.out_w)
         fan_in = k * k * cg
-        self.weights = (np.sqrt(2.0 / fan_in) *
-                        net.rng.uniform(-1, 1, (n, cg, k, k))).astype(F32)
-        self.weight_updates = np.zeros_like(self.weights)
+        self.weights = uniform_weights(net.rng, (n, cg, k, k), np.sqrt(2.0 / fan_in))
+        self.weight_updates = np.zeros(self.weights.shape, F32)
         self.biases = np.zeros(n, F32)
         self.bias_updates = np.zeros(n, F32)
         if self.batch_normalize:
             init_bn(self, n)
         else:
             self.scale_updates = None
+        self.share_layer = share.shared_layer(self, section, net)
+        if self.share_layer is not None:
+            share.share_parameters(self, self.share_layer)
         self.train = False
         self._bn_affine = False
         self.allocate(shape.batch)
@@ -99,12 +104,9 @@ class Convolutional(WeightedLayer):
         self.groups = s.int("groups", 1)
         self.activation = self.activation_from(s, "logistic")
         self.batch_normalize = s.int("batch_normalize", 0)
-        for key in ("binary", "xnor"):
-            if s.int(key, 0):
-                raise s.error(f"[convolutional] {key}={s.raw(key)}: XNOR/binary convolutions "
-                              f"are not supported by minidarknet", key)
+        xnor.read_keys(self, s)
         for key, what in UNSUPPORTED_AB.items():
-            if s.has(key) and (key == "share_index" or s.float(key, 0)):
+            if s.has(key) and s.float(key, 0):
                 raise s.error(f"[convolutional] {key}={s.raw(key)}: {what} is not supported "
                               f"by minidarknet", key)
         self.flipped = s.int("flipped", 0)
@@ -161,6 +163,9 @@ class Convolutional(WeightedLayer):
 
     # ------------------------------------------------------------------ forward
     def forward(self, net):
+        if self.xnor:
+            xnor.forward(self, net)
+            return
         x = self.input_of(net)
         self.train = net.train
         out = self.output
@@ -232,6 +237,8 @@ class Convolutional(WeightedLayer):
 
     # ------------------------------------------------------------------ backward
     def backward(self, net):
+        if self.xnor:
+            xnor.check_backward(self)
         delta = self.delta
         if self.activation.name == "leaky":
             ops.leaky_backprop_inplace(delta, self.output, self._act_scratch)
@@ -263,7 +270,13 @@ class Convolutional(WeightedLayer):
         return [("scales", self.scales), ("rolling_mean", self.rolling_mean),
                 ("rolling_variance", self.rolling_variance)]
 
+    def update(self, rate, momentum, decay, batch):
+        if self.share_layer is None:      # the owner of shared parameters updates them once
+            super().update(rate, momentum, decay, batch)
+
     def parameters(self):
+        if self.share_layer is not None:  # AlexeyAB: nothing in the weights file
+            return []
         params = [("biases", self.biases)]
         if self.batch_normalize:
             params += self._bn_arrays()
