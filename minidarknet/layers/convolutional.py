@@ -156,7 +156,9 @@ class Convolutional(WeightedLayer):
     # ------------------------------------------------------------------ buffers
     def allocate(self, batch):
         super().allocate(batch)
-        self.x_pre = (np.zeros_like(self.output) if self.activation.needs_input(self.exact)
+        # np.zeros (not zeros_like) leaves the pages untouched until the first forward.
+        self.x_pre = (np.zeros(self.output.shape, self.output.dtype)
+                      if self.activation.needs_input(self.exact)
                       else None)
         most = self.op.largest_chunk(batch, self.output.itemsize)
         self._act_scratch = np.empty(most * self.out_w * self.out_c, self.output.dtype)
