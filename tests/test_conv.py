@@ -202,8 +202,8 @@ def test_chunked_im2col_equals_whole(monkeypatch):
     """Force tiny column chunks (bands of rows, one sample at a time) and compare forward and
     backward with the unchunked computation."""
     cfg = net_cfg("[convolutional]\nfilters=6\nsize=3\nstride=1\npad=1\ngroups=2\n"
-                  "batch_normalize=1\nactivation=leaky\n\n[convolutional]\nfilters=3\nsize=3\nstride=2\npad=1\n"
-                  "activation=logistic\n\n[cost]\n", batch=3, w=9, h=11, c=4)
+                  "batch_normalize=1\nactivation=leaky\n\n[convolutional]\nfilters=3\nsize=3\n"
+                  "stride=2\npad=1\nactivation=logistic\n\n[cost]\n", batch=3, w=9, h=11, c=4)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 4, 11, 9)).astype(np.float32)
 
