@@ -58,6 +58,10 @@ class Layer:
         if self.needs_image and not (shape.c and shape.h and shape.w):
             raise section.error(f"{section.header}: the layer before must output an image "
                                 f"(it outputs {shape.inputs} values with no c x h x w shape)")
+        if self.needs_image and shape.c * shape.h * shape.w != shape.inputs:
+            raise section.error(f"{section.header}: the layer before must output an image "
+                                f"(its {shape.inputs} values are not {shape.c} x {shape.h} x "
+                                f"{shape.w})")
         self._read_generic_keys(section)
         self.output = None
         self.delta = None
