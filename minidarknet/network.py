@@ -172,8 +172,17 @@ class Network:
             raise RuntimeError("backward() needs a forward() first")
         self._allocate_deltas()
         if delta is not None:
-            out = self.output_layer.delta
-            out += np.asarray(delta, np.float32).reshape(out.shape)
+            last = self.output_layer
+            out = last.delta
+            if out is None:
+                raise last.section.error(f"{last.section.header}: layer {last.index} has no "
+                                         f"delta (no backward in Darknet): it cannot take one")
+            delta = np.asarray(delta, np.float32)
+            if delta.size != out.size:
+                raise ShapeError(f"delta has {delta.size} values; the output layer {last.index} "
+                                 f"({last.type}) has {out.size} ({last.outputs} per sample x "
+                                 f"batch {self.batch})")
+            out += delta.reshape(out.shape)
         if self.input_delta is None and not getattr(self, "_no_input_delta", False):
             self.input_delta = np.zeros_like(self.x)
         for index in range(len(self.layers) - 1, -1, -1):
