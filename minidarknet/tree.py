@@ -115,11 +115,13 @@ class Tree:
         return p
 
     def top_prediction(self, predictions, thresh):
-        """Darknet's hierarchy_top_prediction for every row of (rows, n) absolute
-        probabilities: descend from group 0 to the most likely child while the running
-        product stays > thresh; a leaf reached is returned, otherwise the parent of the group
-        where it stopped (the best of group 0 when it stops there).  Ties go to the first
-        node, and a group whose values are all <= 0 picks node 0 (Darknet's max_i = 0)."""
+        """Darknet's hierarchy_top_prediction for every row of (rows, n) probabilities:
+        descend from group 0 to the most likely node of the group while the running product
+        of the values passed stays > thresh; a leaf reached is returned, otherwise the parent
+        of the group where it stopped (the best of group 0 when it stops there).  Ties go to
+        the first node, and a group whose values are all <= 0 picks node 0 (Darknet's
+        max_i = 0).  Darknet hands it the absolute probabilities of hierarchy_predictions,
+        so the product counts every ancestor again; region_tree_boxes does the same."""
         pred = np.asarray(predictions, F32)
         rows = pred.shape[0]
         widest = int(self.group_size.max(initial=0))
