@@ -638,7 +638,7 @@ def test_train_step_with_time_steps_learns(gradients):
     x = rng.normal(size=(6, 2)).astype(np.float32)
     truth = np.roll(x, 1, axis=1) * .5
     costs = []
-    for _ in range(30):
+    for _ in range(60):
         net.layers[0].reset_state()
         costs.append(net.train_step(x, truth))
     assert costs[-1] < .1 * costs[0]

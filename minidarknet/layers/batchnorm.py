@@ -27,27 +27,35 @@ def init_bn(layer, n):
     layer.x_norm = None
 
 
+def _reuse(layer, name, like):
+    """layer.<name> as a buffer shaped like `like`, reallocated only when the shape changes
+    (a forward pass then allocates nothing)."""
+    buf = getattr(layer, name, None)
+    if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+        buf = np.empty_like(like)
+        setattr(layer, name, buf)
+    return buf
+
+
 def bn_forward(layer, out, train):
     """Normalise `out` (B, C, S) in place, then scale and add the biases."""
-    layer.x = out.copy()
+    np.copyto(_reuse(layer, "x", out), out)
     if train:
         n = out.shape[0] * out.shape[2]
-        mean = out.mean(axis=(0, 2), dtype=np.float64)
-        centered = out - mean[None, :, None].astype(F32)
-        var = np.einsum("bcs,bcs->c", centered, centered, dtype=np.float64) / max(n - 1, 1)
-        layer.mean[:] = mean
-        layer.variance[:] = var
+        layer.mean[:] = out.sum(axis=(0, 2)) / F32(n)
+        out -= layer.mean[None, :, None]
+        squares = _reuse(layer, "x_norm", out)     # scratch until it holds x_norm below
+        np.multiply(out, out, out=squares)
+        layer.variance[:] = squares.sum(axis=(0, 2)) / F32(max(n - 1, 1))
         layer.rolling_mean *= F32(.99)
         layer.rolling_mean += F32(.01) * layer.mean
         layer.rolling_variance *= F32(.99)
         layer.rolling_variance += F32(.01) * layer.variance
-        mean, var = layer.mean, layer.variance
+        out /= (np.sqrt(layer.variance) + EPS_FORWARD)[None, :, None]
+        np.copyto(layer.x_norm, out)
     else:
-        mean, var = layer.rolling_mean, layer.rolling_variance
-    out -= mean[None, :, None]
-    out /= (np.sqrt(var) + EPS_FORWARD)[None, :, None]
-    if train:
-        layer.x_norm = out.copy()
+        out -= layer.rolling_mean[None, :, None]
+        out /= (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
     out *= layer.scales[None, :, None]
     out += layer.biases[None, :, None]
 
@@ -56,8 +64,10 @@ def bn_backward(layer, delta, train):
     """Given delta (B, C, S) w.r.t. the BN output, accumulate scale/bias updates and turn delta
     (in place) into the delta w.r.t. the BN input."""
     x_norm = layer.x_norm if train and layer.x_norm is not None else _inference_x_norm(layer)
+    scratch = _reuse(layer, "_bn_scratch", delta)
     layer.bias_updates += delta.sum(axis=(0, 2))
-    layer.scale_updates += np.einsum("bcs,bcs->c", delta, x_norm)
+    np.multiply(delta, x_norm, out=scratch)
+    layer.scale_updates += scratch.sum(axis=(0, 2))
     delta *= layer.scales[None, :, None]
     if not train:
         # Darknet falls back to the rolling statistics as if they were batch statistics;
@@ -65,11 +75,12 @@ def bn_backward(layer, delta, train):
         if layer.exact:
             delta /= (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
         else:
-            _darknet_normalize_delta(layer, delta, layer.rolling_mean, layer.rolling_variance)
+            _darknet_normalize_delta(layer, delta, layer.rolling_mean, layer.rolling_variance,
+                                     scratch)
     elif layer.exact:
-        _exact_normalize_delta(layer, delta)
+        _exact_normalize_delta(layer, delta, scratch)
     else:
-        _darknet_normalize_delta(layer, delta, layer.mean, layer.variance)
+        _darknet_normalize_delta(layer, delta, layer.mean, layer.variance, scratch)
 
 
 def _inference_x_norm(layer):
@@ -78,18 +89,20 @@ def _inference_x_norm(layer):
         (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
 
 
-def _darknet_normalize_delta(layer, delta, mean, variance):
+def _darknet_normalize_delta(layer, delta, mean, variance, scratch):
     # Darknet's mean_delta / variance_delta / normalize_delta (CPU), N = batch*spatial.
     n = F32(delta.shape[0] * delta.shape[2])
-    centered = layer.x - mean[None, :, None]
+    centered = np.subtract(layer.x, mean[None, :, None], out=scratch)
     inv_std = (F32(1) / np.sqrt(variance + EPS_BACKWARD))
     mean_delta = -delta.sum(axis=(0, 2)) * inv_std
     variance_delta = np.einsum("bcs,bcs->c", delta, centered) * F32(-.5) * inv_std ** 3
     delta *= inv_std[None, :, None]
-    delta += (variance_delta[None, :, None] * F32(2) * centered + mean_delta[None, :, None]) / n
+    centered *= (variance_delta * F32(2) / n)[None, :, None]
+    delta += centered
+    delta += (mean_delta / n)[None, :, None]
 
 
-def _exact_normalize_delta(layer, delta):
+def _exact_normalize_delta(layer, delta, scratch):
     # Gradient of x_hat = (x - mean)/(sigma + eps), sigma = sqrt(unbiased variance).
     n = delta.shape[0] * delta.shape[2]
     sigma = np.sqrt(layer.variance)
@@ -97,10 +110,10 @@ def _exact_normalize_delta(layer, delta):
     x_norm = layer.x_norm
     mean_g = delta.mean(axis=(0, 2))
     dot = np.einsum("bcs,bcs->c", delta, x_norm)
-    coef = np.where(sigma > 0, dot / (max(n - 1, 1) * np.where(sigma > 0, sigma, 1)), 0).astype(F32)
+    coef = np.where(sigma > 0, dot / (max(n - 1, 1) * np.where(sigma > 0, sigma, 1)), 0)
     delta -= mean_g[None, :, None]
     delta /= s[None, :, None]
-    delta -= x_norm * coef[None, :, None]
+    delta -= np.multiply(x_norm, coef.astype(delta.dtype)[None, :, None], out=scratch)
 
 
 @register("batchnorm")
