@@ -11,7 +11,6 @@ LAYER_TYPES = {}
 NOT_SUPPORTED = {
     "conv_lstm": "AlexeyAB recurrent layer",
     "history": "AlexeyAB recurrent helper", "iseg": "pjreddie instance-segmentation head",
-    "Gaussian_yolo": "AlexeyAB Gaussian YOLO head", "contrastive": "AlexeyAB contrastive loss",
 }
 
 
