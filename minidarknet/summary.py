@@ -1,4 +1,7 @@
-"""The layer table Darknet prints at load time, plus parameter count and total BFLOPs."""
+"""The layer table Darknet prints at load time, plus parameter count and total BFLOPs.
+
+BFLOPs are pjreddie's: 2*multiply-adds of the convolutional, connected, local and recurrent
+layers; the total is their sum, which is how pjreddie's published figures are computed."""
 
 
 def layer_rows(net):

@@ -275,9 +275,10 @@ class Shortcut(Layer):
 
     # ------------------------------------------------------------------ description
     def flops(self):
-        # AlexeyAB's count: one add per output and input, doubled when weighted.
-        n = self.outputs * len(self.sources)
-        return float(2 * n if self.weights is not None else n)
+        # pjreddie counts no operations for a shortcut (its published BFLOPs are the sums of
+        # the convolutional and connected layers); AlexeyAB's loader adds one per output and
+        # source, doubled when weighted.  `info` follows pjreddie.
+        return 0.0
 
     def describe(self):
         sources = ",".join(str(i) for i in self.sources)
