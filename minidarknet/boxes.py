@@ -352,7 +352,13 @@ def _iou(ax, ay, aw, ah, bx, by, bw, bh):
 _FULL_MATRIX_MAX = 1024  # boxes; above this the IoUs are computed one row at a time
 
 
-def do_nms_sort(dets, classes, nms_thresh):
+def box_iou_arrays(a, b):
+    """IoU of centre-format boxes given as float32 arrays (..., 4), broadcasting."""
+    return _iou(a[..., 0], a[..., 1], a[..., 2], a[..., 3],
+                b[..., 0], b[..., 1], b[..., 2], b[..., 3])
+
+
+def do_nms_sort(dets, classes, nms_thresh, overlap=box_iou_arrays):
     """Darknet's do_nms_sort, in place (the list is reordered, probs zeroed); returns dets
     (the same list; any other sequence is copied into a new list first).
 
@@ -362,6 +368,8 @@ def do_nms_sort(dets, classes, nms_thresh):
        qsort is a merge sort, so Darknet's order is the stable one), then greedy suppression:
        for each box i with ``prob[k] != 0``, every later box j with ``box_iou > nms_thresh``
        gets ``prob[k] = 0``.
+    ``overlap(a, b)`` measures two broadcast (..., 4) box arrays (AlexeyAB's DIoU-NMS passes
+    its DIoU here); suppression is ``overlap > nms_thresh``.
     """
     if not isinstance(dets, list):
         dets = list(dets)
@@ -388,8 +396,7 @@ def do_nms_sort(dets, classes, nms_thresh):
 
     def over_matrix(idx):
         b = bx[idx]
-        return _iou(b[:, None, 0], b[:, None, 1], b[:, None, 2], b[:, None, 3],
-                    b[None, :, 0], b[None, :, 1], b[None, :, 2], b[None, :, 3]) > t
+        return overlap(b[:, None, :], b[None, :, :]) > t
 
     full = over_matrix(np.arange(total)) if total <= _FULL_MATRIX_MAX else None
     order = np.arange(total)
@@ -413,9 +420,7 @@ def do_nms_sort(dets, classes, nms_thresh):
             if sup is not None:
                 over = sup[a, a + 1:]
             else:
-                ia, rest = cand[a], cand[a + 1:]
-                over = _iou(bx[ia, 0], bx[ia, 1], bx[ia, 2], bx[ia, 3],
-                            bx[rest, 0], bx[rest, 1], bx[rest, 2], bx[rest, 3]) > t
+                over = overlap(bx[cand[a]], bx[cand[a + 1:]]) > t
             alive[a + 1:] &= ~over
         prob[cand[~alive], kc] = 0
 

@@ -24,7 +24,6 @@ from .boxes import box_iou, correct_boxes, do_nms_sort
 from .errors import ShapeError
 
 F32 = np.float32
-FULL_MATRIX_MAX = 2048   # candidates per class compared all at once (memory: n*n bools)
 
 
 def detection_heads(net):
@@ -118,48 +117,6 @@ def diou_nms_sort(dets, classes, thresh, kind="diounms", beta=0.6):
     if kind not in ("greedynms", "diounms"):
         raise ValueError(f"unknown NMS kind {kind!r}")
     power = 0.6 if kind == "greedynms" else beta
-    dets[:] = list(dets)
-    k = len(dets) - 1
-    i = 0
-    while i <= k:
-        if dets[i].objectness == 0:
-            dets[i], dets[k] = dets[k], dets[i]
-            k -= 1
-        else:
-            i += 1
-    total = k + 1
-    if total <= 0:
-        return dets
-    active = dets[:total]
-    classes = int(classes)
-    prob = np.zeros((total, classes), F32)
-    for r, d in enumerate(active):
-        m = min(classes, d.prob.shape[0])
-        prob[r, :m] = d.prob[:m]
-    bx = np.array([[d.x, d.y, d.w, d.h] for d in active], F32)
-    order = np.arange(total)
-    for kc in range(classes):
-        order = order[np.argsort(-prob[order, kc], kind="stable")]
-        cand = order[prob[order, kc] != 0]
-        if cand.size < 2:
-            continue
-        boxes = bx[cand]
-        full = None
-        if cand.size <= FULL_MATRIX_MAX:
-            full = box_diou(boxes[:, None, :], boxes[None, :, :], power) > F32(thresh)
-        alive = np.ones(cand.size, bool)
-        for a in range(cand.size - 1):
-            if not alive[a]:
-                continue
-            if full is not None:
-                over = full[a, a + 1:]
-            else:
-                over = box_diou(boxes[a], boxes[a + 1:], power) > F32(thresh)
-            alive[a + 1:] &= ~over
-        prob[cand[~alive], kc] = 0
-    for r, d in enumerate(active):
-        m = min(classes, d.prob.shape[0])
-        d.prob = d.prob.copy()
-        d.prob[:m] = prob[r, :m]
-    dets[:total] = [active[r] for r in order]
-    return dets
+    if not isinstance(dets, list):
+        dets = list(dets)
+    return do_nms_sort(dets, classes, thresh, overlap=lambda a, b: box_diou(a, b, power))
