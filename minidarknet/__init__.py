@@ -6,7 +6,6 @@
     cost = net.train_step(x, truth)            # Darknet's train_network
     net.layers[i].output / .delta / .weight_updates ...
 """
-import os
 
 from .cfg import parse_cfg_text, read_cfg
 from .errors import (CfgError, DarknetWarning, DataError, ImageError, MiniDarknetError,

@@ -26,7 +26,7 @@ def layer(kind, input_shape, *, gradients="darknet", seed=None, **keys):
     class) for inputs of `input_shape` = (batch, c, h, w) or (batch, n)."""
     name = kind if isinstance(kind, str) else kind.section_names[0]
     batch, c, h, w = _nchw(input_shape)
-    lines = [f"[net]", f"batch={batch}", f"channels={c}", f"height={h}", f"width={w}",
+    lines = ["[net]", f"batch={batch}", f"channels={c}", f"height={h}", f"width={w}",
              f"[{name}]"]
     lines += [f"{key}={_cfg_value(key, value)}" for key, value in keys.items()]
     sections = parse_cfg_text("\n".join(lines) + "\n", path=f"layer({name!r})")

@@ -199,11 +199,52 @@ def _shape_str(c, h, w, n):
     return f"{w} x {h} x {c}" if c * h * w == n and n else f"{n}"
 
 
+class InPlaceLayer(Layer):
+    """A layer whose output and delta ARE the previous layer's buffers (Darknet's [dropout],
+    AlexeyAB's [empty]); as the first layer it owns buffers and copies the network input."""
+
+    def __init__(self, section, shape, net):
+        super().__init__(section, shape, net)
+        self.set_output_shape(shape.c, shape.h, shape.w, shape.inputs)
+        self.prev = net.layers[-1] if net.layers else None
+
+    def allocate(self, batch):
+        self.batch = batch
+        if self.prev is None:
+            super().allocate(batch)
+        else:
+            self.output = self.prev.output
+            self.delta = self.prev.delta
+
+    def allocate_delta(self):
+        if self.prev is None:
+            super().allocate_delta()
+        else:
+            self.delta = self.prev.delta
+
+    def copy_input(self, net):
+        if self.prev is None:
+            self.output[...] = net.input.reshape(self.output.shape)
+
+
 class WeightedLayer(Layer):
     """Layers with biases/weights (and optionally batch-norm scales) and Darknet's SGD update."""
 
     batch_normalize = 0
     scales = None
+
+    def init_parameters(self, weights, n):
+        """Start from Darknet's initial values: the given random weights, zero biases, empty
+        update accumulators, and the batch-norm arrays when batch_normalize is set."""
+        from .batchnorm import init_bn
+        self.weights = weights
+        self.weight_updates = np.zeros(weights.shape, F32)
+        self.biases = np.zeros(n, F32)
+        self.bias_updates = np.zeros(n, F32)
+        if self.batch_normalize:
+            init_bn(self, n)
+        else:
+            self.scale_updates = None
 
     def update(self, rate, momentum, decay, batch):
         if self.dont_update:

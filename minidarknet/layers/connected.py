@@ -5,8 +5,8 @@ rolling_mean, rolling_variance (after the weights, unlike [convolutional]).
 """
 import numpy as np
 
-from .base import F32, WeightedLayer, uniform_weights
-from .batchnorm import bn_backward, bn_forward, init_bn
+from .base import WeightedLayer, uniform_weights
+from .batchnorm import bn_backward, bn_forward
 from .registry import register
 
 
@@ -27,14 +27,8 @@ class Connected(WeightedLayer):
         self.check_count(n * shape.inputs, f"weights {n} x {shape.inputs}", "output",
                          bytes_per_value=4)
         # Darknet's initialisation (used when no weights file is loaded): sqrt(2/inputs)*U(-1,1).
-        self.weights = uniform_weights(net.rng, (n, shape.inputs), np.sqrt(2.0 / shape.inputs))
-        self.weight_updates = np.zeros(self.weights.shape, F32)
-        self.biases = np.zeros(n, F32)
-        self.bias_updates = np.zeros(n, F32)
-        if self.batch_normalize:
-            init_bn(self, n)
-        else:
-            self.scale_updates = None
+        self.init_parameters(uniform_weights(net.rng, (n, shape.inputs),
+                                             np.sqrt(2.0 / shape.inputs)), n)
         self.x_pre = None
         self.allocate(shape.batch)
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from .. import ops
 from . import share, xnor
-from .base import F32, WeightedLayer, uniform_weights
-from .batchnorm import EPS_FORWARD, bn_backward, bn_forward, init_bn
+from .base import WeightedLayer, uniform_weights
+from .batchnorm import EPS_FORWARD, bn_backward, bn_forward
 from .registry import register
 
 # AlexeyAB keys that change the maths and are not implemented: key -> what it is.
@@ -72,14 +72,7 @@ class Convolutional(WeightedLayer):
                              self.padding * self.dilation, self.dilation, self.groups,
                              self.out_h, self.out_w)
         fan_in = k * k * cg
-        self.weights = uniform_weights(net.rng, (n, cg, k, k), np.sqrt(2.0 / fan_in))
-        self.weight_updates = np.zeros(self.weights.shape, F32)
-        self.biases = np.zeros(n, F32)
-        self.bias_updates = np.zeros(n, F32)
-        if self.batch_normalize:
-            init_bn(self, n)
-        else:
-            self.scale_updates = None
+        self.init_parameters(uniform_weights(net.rng, (n, cg, k, k), np.sqrt(2.0 / fan_in)), n)
         self.share_layer = share.shared_layer(self, section, net)
         if self.share_layer is not None:
             share.share_parameters(self, self.share_layer)

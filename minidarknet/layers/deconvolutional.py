@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from .base import F32, WeightedLayer
-from .batchnorm import bn_backward, bn_forward, init_bn
+from .batchnorm import bn_backward, bn_forward
 from .registry import register
 
 
@@ -52,14 +52,8 @@ class Deconvolutional(WeightedLayer):
         # (c, n, k, k) are exactly the deconvolution's.
         self.op = ops.ConvOp(n, out_h, out_w, shape.c, k, self.stride, self.stride,
                              self.padding, 1, 1, shape.h, shape.w)
-        self.weights = (F32(.02) * net.rng.standard_normal((shape.c, n, k, k))).astype(F32)
-        self.weight_updates = np.zeros_like(self.weights)
-        self.biases = np.zeros(n, F32)
-        self.bias_updates = np.zeros(n, F32)
-        if self.batch_normalize:
-            init_bn(self, n)
-        else:
-            self.scale_updates = None
+        self.init_parameters(
+            (F32(.02) * net.rng.standard_normal((shape.c, n, k, k))).astype(F32), n)
         self.train = False
         self.allocate(shape.batch)
 

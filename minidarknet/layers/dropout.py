@@ -6,12 +6,12 @@ inference.  (Darknet's default probability is .5 in pjreddie's fork, .2 in Alexe
 """
 import numpy as np
 
-from .base import F32, Layer
+from .base import F32, InPlaceLayer
 from .registry import register
 
 
 @register("dropout")
-class Dropout(Layer):
+class Dropout(InPlaceLayer):
     type = "dropout"
 
     def __init__(self, section, shape, net):
@@ -24,29 +24,12 @@ class Dropout(Layer):
             if section.float(key, 0):
                 raise section.error(f"[dropout] {key}: AlexeyAB's DropBlock is not supported", key)
         self.scale = F32(1 / (1 - self.probability))
-        self.set_output_shape(shape.c, shape.h, shape.w, shape.inputs)
-        self.prev = net.layers[-1] if net.layers else None
         self.mask = None
         self.undropped = None
         self.allocate(shape.batch)
 
-    def allocate(self, batch):
-        self.batch = batch
-        if self.prev is None:
-            super().allocate(batch)
-        else:
-            self.output = self.prev.output
-            self.delta = self.prev.delta
-
-    def allocate_delta(self):
-        if self.prev is None:
-            super().allocate_delta()
-        else:
-            self.delta = self.prev.delta
-
     def forward(self, net):
-        if self.prev is None:
-            self.output[...] = net.input.reshape(self.output.shape)
+        self.copy_input(net)
         if not net.train:
             self.mask = None
             return

@@ -27,7 +27,6 @@ Backward is the inverse permutation in every mode.  Darknet ASSIGNS it into the 
 (overwriting what a route or shortcut may have added); exact mode adds.  Shapes whose
 divisions are not exact make Darknet read or write out of bounds; here they are a CfgError.
 """
-import numpy as np
 
 from .base import Layer
 from .registry import register
