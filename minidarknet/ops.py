@@ -106,10 +106,14 @@ class ConvOp:
                        and out_h == h and out_w == w)
         self.scratch = Scratch()
         self._plans = {}
+        # Darknet's im2col reads zeros wherever a window leaves the image, also past the
+        # bottom/right padding (e.g. height 2, size 3, stride 2, pad 0 gives one output row):
+        # pad the far sides as far as the windows reach.
         reach_y = (out_h - 1) * stride_y + (k - 1) * dilation + 1
         reach_x = (out_w - 1) * stride_x + (k - 1) * dilation + 1
-        if reach_y > h + 2 * pad or reach_x > w + 2 * pad:
-            raise ValueError("convolution windows reach outside the padded input")
+        self.padded_h = max(h + 2 * pad, reach_y)
+        self.padded_w = max(w + 2 * pad, reach_x)
+        self.needs_padding = (self.padded_h, self.padded_w) != (h, w)
 
     # ------------------------------------------------------------------ helpers
     def weights3(self, weights):
@@ -117,13 +121,20 @@ class ConvOp:
 
     def _padded(self, x, name="xp"):
         """x itself when there is no padding, else a cached zero-bordered copy."""
-        if self.pad == 0:
+        if not self.needs_padding:
             return x
-        p = self.pad
-        xp = self.scratch.get(name, (x.shape[0], self.c, self.h + 2 * p, self.w + 2 * p),
-                              x.dtype, fill=0)
-        xp[:, :, p:p + self.h, p:p + self.w] = x
+        xp = self._padded_buffer(x.shape[0], x.dtype, name, fill=0)
+        self._inside(xp)[...] = x
         return xp
+
+    def _padded_buffer(self, batch, dtype, name, fill=None):
+        return self.scratch.get(name, (batch, self.c, self.padded_h, self.padded_w), dtype,
+                                fill=fill)
+
+    def _inside(self, xp):
+        """The image part of a padded buffer."""
+        p = self.pad
+        return xp[:, :, p:p + self.h, p:p + self.w]
 
     def chunks(self, batch, itemsize):
         """(b0, b1, r0, r1): samples [b0, b1) and output rows [r0, r1) per column chunk."""
@@ -215,10 +226,8 @@ class ConvOp:
         xp = None if wu3 is None else self._padded(x)
         dxp = None
         if dx is not None:
-            if self.pad:
-                p = self.pad
-                dxp = self.scratch.get("dxp", (batch, self.c, self.h + 2 * p, self.w + 2 * p),
-                                       dy.dtype)
+            if self.needs_padding:
+                dxp = self._padded_buffer(batch, dy.dtype, "dxp")
                 dxp.fill(0)
             else:
                 dxp = dx
@@ -235,9 +244,8 @@ class ConvOp:
                 np.matmul(w3t, dyc, out=col4)         # the column gradient, in the same buffer
                 col2im_add(col, dxp[b0:b1], self.k, self.stride_y, self.stride_x,
                            self.dilation, r0)
-        if dx is not None and self.pad:
-            p = self.pad
-            dx += dxp[:, :, p:p + self.h, p:p + self.w]
+        if dx is not None and self.needs_padding:
+            dx += self._inside(dxp)
 
     def _backward_direct(self, x, dy4, w3t, weight_updates, dx, overwrite):
         batch = dy4.shape[0]
@@ -264,15 +272,13 @@ class ConvOp:
 
     def add_columns(self, col, dx):
         """dx (B, C, H, W) += col2im(col) for col (B, C, k, k, out_h, out_w)."""
-        if self.pad == 0:
+        if not self.needs_padding:
             col2im_add(col, dx, self.k, self.stride_y, self.stride_x, self.dilation)
             return
-        p = self.pad
-        dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.h + 2 * p, self.w + 2 * p),
-                               dx.dtype)
+        dxp = self._padded_buffer(dx.shape[0], dx.dtype, "dxp")
         dxp.fill(0)
         col2im_add(col, dxp, self.k, self.stride_y, self.stride_x, self.dilation)
-        dx += dxp[:, :, p:p + self.h, p:p + self.w]
+        dx += self._inside(dxp)
 
 
 class PoolOp:

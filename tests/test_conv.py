@@ -555,3 +555,35 @@ def test_golden_case(case):
                             cwd=ROOT, capture_output=True, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_windows_past_the_bottom_edge_read_zeros_as_darknet():
+    # height 2, size 3, stride 2, pad 0: Darknet's (2 - 3)/2 + 1 = 1 output row, and its
+    # im2col reads zeros below the image.
+    net = minidarknet.loads("[net]\nwidth=5\nheight=2\nchannels=1\n[convolutional]\nfilters=1\n"
+                            "size=3\nstride=2\npad=0\nactivation=linear\n[cost]\n",
+                            gradients="exact")
+    conv = net.layers[0]
+    rng = np.random.default_rng(5)
+    conv.weights[...] = rng.normal(size=conv.weights.shape)
+    conv.biases[...] = 0
+    x = rng.normal(size=(1, 1, 2, 5)).astype(np.float32)
+    padded = np.zeros((3, 5), np.float32)
+    padded[:2] = x[0, 0]
+    w = conv.weights[0, 0]
+    expected = [(padded[:, 0:3] * w).sum(), (padded[:, 2:5] * w).sum()]
+    assert (conv.out_h, conv.out_w) == (1, 2)
+    np.testing.assert_allclose(net.forward(x).ravel(), expected, rtol=1e-5)
+    # and the input gradient of that forward is right (the zero rows get none)
+    truth = np.zeros((1, 2), np.float32)
+    net.forward(x, truth=truth, train=True)
+    net.backward()
+    analytic = net.input_delta.copy()
+    eps, numeric = 1e-2, np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        for sign in (1, -1):
+            xe = x.copy()
+            xe[i] += sign * eps
+            net.forward(xe, truth=truth, train=True)
+            numeric[i] -= sign * net.objective / (2 * eps)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-2, atol=1e-3)
