@@ -470,6 +470,9 @@ def test_implicit_outputs_its_weights_for_every_sample(tmp_path):
     ("[activation]\n[route]\nlayers=0,5\n", "layers", "comes after"),
     ("[activation]\n[route]\n", "layers", "needs layers="),
     ("[activation]\n[route]\nlayers=0\ngroups=3\n", "groups", "does not divide"),
+    # the flat size divides, the channels do not: no c x h x w output (was a reshape error later)
+    ("[convolutional]\nfilters=3\nsize=1\n[route]\nlayers=0\ngroups=2\n", "groups",
+     "does not divide the 3 channels"),
     ("[activation]\n[route]\nlayers=0\ngroups=2\ngroup_id=2\n", "group_id", "must be in"),
     ("[activation]\n[shortcut]\nfrom=0\nweights_type=bogus\n", "weights_type", "expected"),
     ("[activation]\n[shortcut]\nfrom=-2\n", "from", "before the first layer"),

@@ -71,10 +71,12 @@ class Route(Layer):
             raise section.error(f"[route] group_id={self.group_id}: must be in [0, "
                                 f"{self.groups}) for groups={self.groups}", "group_id")
         for index, src in zip(self.sources, self.source_layers):
-            if src.outputs % self.groups:
+            image = src.out_c * src.out_h * src.out_w == src.outputs and src.outputs
+            count, what = (src.out_c, "channels") if image else (src.outputs, "outputs")
+            if count % self.groups:
+                # A group must be whole channels, or the output is no c x h x w image.
                 raise section.error(f"[route] groups={self.groups} does not divide the "
-                                    f"{src.outputs} outputs of layer {index} ({src.type})",
-                                    "groups")
+                                    f"{count} {what} of layer {index} ({src.type})", "groups")
         self.sizes = [src.outputs for src in self.source_layers]
         self.parts = [n // self.groups for n in self.sizes]
         self.set_output_shape(*self._route_dims(), sum(self.parts))
