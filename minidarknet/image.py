@@ -68,10 +68,13 @@ def _rgb_bytes(pil):
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+# Darknet: (float)byte / 255. is computed in double and stored as float; a lookup table
+# gives the same 256 values without a float64 copy of the whole image.
+_BYTE_TO_FLOAT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+
+
 def _bytes_to_chw(hwc):
-    # Darknet: (float)byte / 255. is computed in double and stored as float.
-    return np.ascontiguousarray((hwc.transpose(2, 0, 1).astype(np.float64) / 255.0)
-                                .astype(np.float32))
+    return _BYTE_TO_FLOAT[hwc.transpose(2, 0, 1)]
 
 
 def to_chw(pil_image):
@@ -100,6 +103,9 @@ def load_image(path):
         raise ImageError(f"{name}: cannot read image: is a directory") from None
     except PermissionError:
         raise ImageError(f"{name}: cannot read image: permission denied") from None
+    except MemoryError:
+        raise ImageError(f"{name}: cannot read image: too large for the memory available") \
+            from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: cannot read image: too large ({_one_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
@@ -107,7 +113,11 @@ def load_image(path):
         raise ImageError(f"{name}: cannot read image: {why}") from None
     if hwc.shape[0] == 0 or hwc.shape[1] == 0:
         raise ImageError(f"{name}: cannot read image: it has no pixels")
-    return _bytes_to_chw(hwc)
+    try:
+        return _bytes_to_chw(hwc)
+    except MemoryError:
+        raise ImageError(f"{name}: cannot read image: {hwc.shape[1]} x {hwc.shape[0]} pixels "
+                         f"is too large for the memory available") from None
 
 
 # --------------------------------------------------------------------------- saving
