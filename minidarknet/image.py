@@ -74,7 +74,7 @@ _BYTE_TO_FLOAT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 
 
 def _bytes_to_chw(hwc):
-    return _BYTE_TO_FLOAT[hwc.transpose(2, 0, 1)]
+    return _BYTE_TO_FLOAT[np.ascontiguousarray(hwc.transpose(2, 0, 1))]
 
 
 def to_chw(pil_image):
