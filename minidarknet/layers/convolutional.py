@@ -72,6 +72,7 @@ class Convolutional(WeightedLayer):
                              self.padding * self.dilation, self.dilation, self.groups,
                              self.out_h, self.out_w)
         fan_in = k * k * cg
+        self.check_count(n * cg * k * k, f"weights {n} x {cg} x {k} x {k}", "filters")
         self.init_parameters(uniform_weights(net.rng, (n, cg, k, k), np.sqrt(2.0 / fan_in)), n)
         self.share_layer = share.shared_layer(self, section, net)
         if self.share_layer is not None:

@@ -52,6 +52,8 @@ class Deconvolutional(WeightedLayer):
         # (c, n, k, k) are exactly the deconvolution's.
         self.op = ops.ConvOp(n, out_h, out_w, shape.c, k, self.stride, self.stride,
                              self.padding, 1, 1, shape.h, shape.w)
+        self.check_count(shape.c * n * k * k, f"weights {shape.c} x {n} x {k} x {k}", "filters",
+                         bytes_per_value=12)
         self.init_parameters(
             (F32(.02) * net.rng.standard_normal((shape.c, n, k, k))).astype(F32), n)
         self.train = False

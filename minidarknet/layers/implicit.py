@@ -27,6 +27,8 @@ class Implicit(Layer):
                 raise section.error(f"[implicit] {key}={value}: must be at least 1", key)
         self.set_output_shape(self.filters, self.atoms, 1)
         low, high = sorted((-self.std, self.std))
+        self.check_count(self.filters * self.atoms, f"weights {self.filters} x {self.atoms}",
+                         "filters", bytes_per_value=12)
         self.weights = (self.mean + net.rng.uniform(low, high, (self.filters, self.atoms, 1))
                         ).astype(F32)
         self.weight_updates = np.zeros_like(self.weights)

@@ -53,6 +53,8 @@ class Local(WeightedLayer):
                              out_h, out_w)
         kdim = shape.c * k * k
         # Darknet initialises only the first location's block (the rest stays 0).
+        self.check_count(self.locations * n * kdim,
+                         f"weights {self.locations} x {n} x {kdim}", "filters")
         self.weights = np.zeros((self.locations, n, kdim), F32)
         self.weights[0] = np.sqrt(2.0 / kdim) * net.rng.uniform(-1, 1, (n, kdim))
         self.weight_updates = np.zeros_like(self.weights)
