@@ -342,7 +342,8 @@ def _report_one(record, total, echo):
                 f" after {record['iterations']} iterations{metrics} in {record['seconds']:.1f} s")
     else:
         what = record["status"]
-    echo(f"[{record['index'] + 1}/{total}] {record['name']} {params}: {what}".replace("  ", " "))
+    name = f"{record['name']} {params}" if params else record["name"]
+    echo(f"[{record['index'] + 1}/{total}] {name}: {what}")
 
 
 def _threads_per_worker(jobs):

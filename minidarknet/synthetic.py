@@ -255,7 +255,7 @@ def render_detection_picture(names, size, rng, max_objects, min_r=0.08, max_r=0.
     return _finish(rng, picture), boxes
 
 
-def make_detection(out, *, classes=3, train=1000, valid=200, size=64, max_objects=3, seed=0,
+def make_detection(out, *, classes=3, train=2000, valid=300, size=64, max_objects=3, seed=0,
                    min_size=0.08, max_size=0.2):
     """Write the detection set (see the module doc) into `out`; returns SyntheticData.
     min_size/max_size: a shape's radius as a fraction of the picture size."""
