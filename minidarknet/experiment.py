@@ -264,11 +264,13 @@ def prepare_data(experiment, out):
     data, valid = experiment.data, experiment.valid
     if not isinstance(data, dict):
         if valid is True:
-            if not data.endswith(".data"):
-                raise ExperimentError(f"{experiment.path}: valid: true needs a .data file "
-                                      f"(its valid= list) or generated data; give the "
-                                      f"validation data's path instead")
-            valid = data     # a .data file names its own valid= list
+            if not _has_valid_split(data):
+                raise ExperimentError(f"{experiment.path}: valid: true needs data with a "
+                                      f"validation part (a .data file's valid= list, a "
+                                      f"folder with train/ and valid/, a .npz with x_valid "
+                                      f"and y_valid) or generated data; give the validation "
+                                      f"data's path instead")
+            valid = data     # the data names its own validation part
         return data, valid
     from .synthetic import generate
     options = {k: v for k, v in data.items() if k != "generate"}
@@ -287,6 +289,20 @@ def prepare_data(experiment, out):
         made = {"data": result.data, "valid": result.valid, "options": data}
         stamp.write_text(json.dumps(made, indent=1, default=str))
     return made["data"], (made["valid"] if valid is True else valid)
+
+
+def _has_valid_split(data):
+    path = Path(data)
+    if path.is_dir():
+        return (path / "train").is_dir() and any((path / n).is_dir() for n in ("valid", "val"))
+    if path.suffix.lower() == ".npz":
+        import numpy as np
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return {"x_valid", "y_valid"} <= set(arrays.files)
+        except (OSError, ValueError):
+            return False
+    return True      # a .data file (its valid= line is checked when it is read)
 
 
 def run_experiment(experiment, out, *, jobs=1, scheduler=None, echo=print):

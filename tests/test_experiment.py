@@ -282,3 +282,43 @@ def test_processes_and_dask_give_the_same_results_as_one_after_the_other(tmp_pat
                                    **quiet)
     assert [r["curve"] for r in remote] == [r["curve"] for r in serial]
     assert [r["metrics"] for r in remote] == [r["metrics"] for r in serial]
+
+
+def test_valid_true_needs_data_with_a_validation_part(tmp_path, stub_train):
+    np.savez(tmp_path / "plain.npz", x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64))
+    np.savez(tmp_path / "split.npz", x=np.zeros((4, 64), np.float32), y=np.zeros(4, np.int64),
+             x_valid=np.zeros((2, 64), np.float32), y_valid=np.zeros(2, np.int64))
+    base = "cfg: mlp.cfg\nvalid: true\ntrain: {max_batches: 2}\n"
+    with pytest.raises(ex.ExperimentError, match="valid: true needs data with a validation"):
+        ex.run_experiment(write_yaml(tmp_path, base + "data: plain.npz\n"), tmp_path / "a",
+                          echo=lambda line: None)
+    spec = ex.load_experiment(write_yaml(tmp_path, base + "data: split.npz\n"))
+    assert ex.prepare_data(spec, tmp_path / "b") == (str(tmp_path / "split.npz"),) * 2
+
+
+# ---------------------------------------------------------------------------------- the plot
+def test_ticks_are_round_numbers_covering_the_range():
+    from minidarknet.plot import format_tick, log_ticks, nice_ticks
+    assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert nice_ticks(1, 500, 8) == [100, 200, 300, 400, 500]
+    assert nice_ticks(0.013, 0.0171) == [0.013, 0.014, 0.015, 0.016, 0.017]
+    assert nice_ticks(3, 3) == [3]
+    assert log_ticks(0.01, 100) == [0.01, 0.1, 1, 10, 100]
+    assert log_ticks(0.013, 1.6) == [0.02, 0.05, 0.1, 0.2, 0.5, 1]
+    assert format_tick(0.30000000000000004, 0.1) == "0.3"
+    assert format_tick(2000, 500) == "2000"
+    assert format_tick(0, 0.1) == "0"
+
+
+def test_plot_draws_every_curve_with_nan_values(tmp_path):
+    from minidarknet.plot import PALETTE, plot_curves
+    x = np.arange(1, 101)
+    curves = [("falls", x, 10.0 ** (-x / 25)), ("nan in the middle", x,
+                                                np.where((x > 40) & (x < 50), np.nan, 0.5))]
+    path = plot_curves(str(tmp_path / "p.png"), curves, title="t")
+    with Image.open(path) as im:
+        pixels = np.asarray(im.convert("RGB"))
+    for colour in PALETTE[:2]:
+        assert (pixels == colour).all(axis=2).sum() > 50
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_curves(str(tmp_path / "q.png"), [])
