@@ -21,7 +21,8 @@ import re
 
 from .errors import CfgError
 
-_KEY = re.compile(r"^(?:layers\[\s*([+-]?\d+)\s*\]|([A-Za-z_][A-Za-z0-9_]*))\.([A-Za-z_][A-Za-z0-9_]*)$")
+_KEY = re.compile(r"^(?:layers\[\s*([+-]?\d+)\s*\]|([A-Za-z_][A-Za-z0-9_]*))"
+                  r"\.([A-Za-z_][A-Za-z0-9_]*)$")
 _NET = ("net", "network")
 
 
