@@ -5,9 +5,7 @@ cfg errors, and the golden cases that exercise convolutions.
 The helpers at the top (float64 mode, `fd_check`, `conv_reference`) are also used by
 tests/test_pool.py and tests/test_deconv_local.py.
 """
-import importlib
 import os
-import pkgutil
 import subprocess
 import sys
 import warnings
@@ -16,12 +14,10 @@ import numpy as np
 import pytest
 
 import minidarknet
-import minidarknet.layers as layers_package
 from minidarknet import ops
 from minidarknet.errors import CfgError
-from minidarknet.network import Network
 
-from conftest import GOLDEN, GOLDEN_CHECK, ROOT, need_shared
+from conftest import GOLDEN, GOLDEN_CHECK, ROOT, need_shared, use_float64
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -29,31 +25,6 @@ SAMPLES = 10
 
 
 # ---------------------------------------------------------------------- helpers (shared)
-
-def use_float64(monkeypatch):
-    """Make every layer allocate float64 buffers and the network keep float64 inputs."""
-    for info in pkgutil.iter_modules(layers_package.__path__):
-        module = importlib.import_module(f"minidarknet.layers.{info.name}")
-        if hasattr(module, "F32"):
-            monkeypatch.setattr(module, "F32", np.float64)
-
-    def as_input(self, x):
-        image = (self.c, self.h, self.w) if self.c * self.h * self.w == self.inputs else None
-        x = np.asarray(x, np.float64)
-        return np.ascontiguousarray(x.reshape((-1,) + (image or (self.inputs,))))
-
-    def as_truth(self, truth, rows):
-        return np.ascontiguousarray(truth, np.float64).reshape(rows, self.truths)
-
-    monkeypatch.setattr(Network, "_as_input", as_input)
-    monkeypatch.setattr(Network, "_as_truth", as_truth)
-
-
-@pytest.fixture
-def f64(monkeypatch):
-    use_float64(monkeypatch)
-    return np.float64
-
 
 def build(text, gradients="exact", seed=0):
     with warnings.catch_warnings():

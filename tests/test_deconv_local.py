@@ -6,7 +6,7 @@ import pytest
 
 from minidarknet.errors import CfgError
 
-from test_conv import build, f64, fd_check, net_cfg, randomize  # noqa: F401 (fixture)
+from test_conv import build, fd_check, net_cfg, randomize
 
 
 def deconv_reference(x, w, stride, pad):

@@ -1,7 +1,6 @@
 """Experiments: reading the YAML, expanding the sweep, running, and what is written."""
 import csv
 import importlib.util
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -221,7 +220,7 @@ def test_scheduler_without_dask_is_a_one_line_error(monkeypatch):
 def test_dask_gives_the_same_results_as_a_local_run(tmp_path, stub_train):
     if importlib.util.find_spec("distributed") is None:
         pytest.skip("dask[distributed] is not installed (pip install 'minidarknet[dask]')")
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import LocalCluster
     path = write_yaml(tmp_path, BASIC)
     local = ex.run_experiment(path, tmp_path / "local", echo=lambda line: None)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,

@@ -11,17 +11,14 @@ network a float64 input, so central differences with eps=1e-6 are accurate to ~1
 tolerance of 1e-6 relative still catches any wrong formula.  `test_float32_matches_float64`
 checks that the real float32 code path gives the same gradients.
 """
-import importlib
-import pkgutil
 import warnings
 
 import numpy as np
 import pytest
 
 import minidarknet
-import minidarknet.layers as layers_package
 from minidarknet.activations import ACTIVATIONS
-from minidarknet.network import Network
+from conftest import use_float64
 
 EPS = 1e-6
 RTOL = 2e-6
@@ -30,30 +27,6 @@ SAMPLES = 12        # elements checked per array (all of them when the array is 
 
 
 # ------------------------------------------------------------------ float64 mode
-
-def use_float64(monkeypatch):
-    for info in pkgutil.iter_modules(layers_package.__path__):
-        module = importlib.import_module(f"minidarknet.layers.{info.name}")
-        if hasattr(module, "F32"):
-            monkeypatch.setattr(module, "F32", np.float64)
-
-    def as_input(self, x):
-        image = (self.c, self.h, self.w) if self.c * self.h * self.w == self.inputs else None
-        x = np.asarray(x, np.float64)
-        return np.ascontiguousarray(x.reshape((-1,) + (image or (self.inputs,))))
-
-    def as_truth(self, truth, rows):
-        return np.ascontiguousarray(truth, np.float64).reshape(rows, self.truths)
-
-    monkeypatch.setattr(Network, "_as_input", as_input)
-    monkeypatch.setattr(Network, "_as_truth", as_truth)
-
-
-@pytest.fixture
-def f64(monkeypatch):
-    use_float64(monkeypatch)
-    return np.float64
-
 
 def build(text, gradients="exact", seed=0):
     with warnings.catch_warnings():

@@ -3,22 +3,18 @@ against direct numpy references of the equations; Darknet-mode backward against 
 Darknet's loops (quirks included); finite-difference checks of gradients="exact"; state
 handling; weights files (round trip, block order of each fork, transposed files); cfg errors.
 """
-import importlib
-import pkgutil
 import warnings
 
 import numpy as np
 import pytest
 
 import minidarknet
-import minidarknet.layers as layers_package
 from minidarknet.activations import get_activation
 from minidarknet.errors import CfgError, DarknetWarning, ShapeError
 from minidarknet.layers.recurrent import LINEAR, DenseBlock
-from minidarknet.network import Network
 from minidarknet.summary import layer_rows
 
-from conftest import CFG_CORPUS, need_shared
+from conftest import CFG_CORPUS, need_shared, use_float64
 
 RECURRENT = ("rnn", "gru", "lstm", "crnn")
 
@@ -523,20 +519,6 @@ def test_darknet_batch_norm_backward_reads_the_last_steps_statistics():
 
 
 # ------------------------------------------------------------------ exact mode: finite differences
-
-def use_float64(monkeypatch):
-    for info in pkgutil.iter_modules(layers_package.__path__):
-        module = importlib.import_module(f"minidarknet.layers.{info.name}")
-        if hasattr(module, "F32"):
-            monkeypatch.setattr(module, "F32", np.float64)
-
-    def as_input(self, x):
-        image = (self.c, self.h, self.w) if self.c * self.h * self.w == self.inputs else None
-        x = np.asarray(x, np.float64)
-        return np.ascontiguousarray(x.reshape((-1,) + (image or (self.inputs,))))
-
-    monkeypatch.setattr(Network, "_as_input", as_input)
-
 
 FD_CASES = {
     "rnn": ("[rnn]\noutput=2\nhidden=4\nactivation=tanh\nshortcut=1\nlogistic=2\n"

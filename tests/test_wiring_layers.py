@@ -9,18 +9,14 @@ sam, empty/silence, implicit.
 * clear errors for bad references and shapes;
 * the golden cases that exercise these layers (they also need [convolutional] and [maxpool]).
 """
-import importlib
-import pkgutil
 import warnings
 
 import numpy as np
 import pytest
 
 import minidarknet
-import minidarknet.layers as layers_package
 from minidarknet.errors import CfgError, DarknetWarning
 from minidarknet.layers.normalization import darknet_lrn_windows
-from minidarknet.network import Network
 
 from conftest import GOLDEN, need_shared
 
@@ -528,31 +524,6 @@ def test_describe_rows():
 
 
 # ====================================================================== exact gradients
-def use_float64(monkeypatch):
-    """Layers take their dtype from their module's F32 name: make every buffer float64 so
-    central differences are accurate to ~1e-9."""
-    for info in pkgutil.iter_modules(layers_package.__path__):
-        module = importlib.import_module(f"minidarknet.layers.{info.name}")
-        if hasattr(module, "F32"):
-            monkeypatch.setattr(module, "F32", np.float64)
-
-    def as_input(self, x):
-        image = (self.c, self.h, self.w) if self.c * self.h * self.w == self.inputs else None
-        x = np.asarray(x, np.float64)
-        return np.ascontiguousarray(x.reshape((-1,) + (image or (self.inputs,))))
-
-    def as_truth(self, truth, rows):
-        return np.ascontiguousarray(truth, np.float64).reshape(rows, self.truths)
-
-    monkeypatch.setattr(Network, "_as_input", as_input)
-    monkeypatch.setattr(Network, "_as_truth", as_truth)
-
-
-@pytest.fixture
-def f64(monkeypatch):
-    use_float64(monkeypatch)
-
-
 def fd_check(net, train=True, samples=24, eps=1e-6, rtol=1e-6, seed=0):
     """input_delta and every weight_updates of one exact backward against central differences
     of net.objective (delta = -gradient); returns the analytic input delta."""
