@@ -236,13 +236,3 @@ def test_detector_text_output_and_default_picture(tmp_path, write_cfg, capsys, m
     assert "class 0: 100%" in out
     assert (tmp_path / "predictions.png").exists()
 
-
-def test_network_reset_state_restarts_a_recurrent_sequence():
-    net = minidarknet.loads("[net]\ninputs=4\nbatch=1\ntime_steps=1\n[rnn]\noutput=3\n"
-                            "hidden=3\nactivation=tanh\n", seed=1)
-    x = np.ones((1, 4), np.float32)
-    first = net.forward(x).copy()
-    second = net.forward(x).copy()          # the state carried over changes the output
-    net.reset_state()
-    assert not np.allclose(first, second)
-    np.testing.assert_array_equal(net.forward(x), first)

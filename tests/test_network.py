@@ -498,3 +498,14 @@ def test_truth_layer_feeds_the_later_losses():
     target = net.layers[0].output.reshape(2, 3)
     assert net.cost == pytest.approx(((target - out) ** 2).sum(), rel=1e-5)
     np.testing.assert_allclose(net.layers[2].delta.reshape(2, 3), target - out, rtol=1e-6)
+
+
+def test_network_reset_state_restarts_a_recurrent_sequence():
+    net = minidarknet.loads("[net]\ninputs=4\nbatch=1\ntime_steps=1\n[rnn]\noutput=3\n"
+                            "hidden=3\nactivation=tanh\n", seed=1)
+    x = np.ones((1, 4), np.float32)
+    first = net.forward(x).copy()
+    second = net.forward(x).copy()          # the state carried over changes the output
+    net.reset_state()
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(net.forward(x), first)
