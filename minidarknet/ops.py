@@ -281,6 +281,137 @@ class ConvOp:
         dx += self._inside(dxp)
 
 
+# ---------------------------------------------------------------------- Winograd F(2x2, 3x3)
+# Output tile 2x2 from input tile 4x4: Y = A^T [ (G g G^T) * (B^T d B) ] A (Lavin & Gray).
+# The weight transform G g G^T of all filters is one product with the 16 x 9 matrix
+# kron(G, G); the input and output transforms are a few adds over strided views.
+WINOGRAD_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+WINOGRAD_KRON = np.einsum("ia,jb->ijab", WINOGRAD_G, WINOGRAD_G).reshape(16, 9)
+
+# Used only where it measured faster than im2col + GEMM (yolov3-tiny shapes, 1 and 2 BLAS
+# threads, including the cache check): 64+ input channels on 26x26 to 52x52 maps (layer
+# 6/8/21: 1.1x / 1.25x / 1.5x on 1 thread, 1.0x / 1.13x / 1.14x on 2).  With fewer channels
+# (the 416..104 layers: 0.67x) the transforms cost more than the GEMM saves, and on 13x13
+# maps the 16 GEMMs over 49 tiles are too thin (0.8x-1.15x on 1 thread, 0.83x-0.99x on 2).
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_SPATIAL = 20 * 20
+WINOGRAD_MAX_SPATIAL = 52 * 52
+
+
+def winograd_applies(c, h, w, n, k, stride_y, stride_x, pad, dilation, groups):
+    """True for the 3x3 / stride 1 / padding 1 / ungrouped convolutions worth Winograd."""
+    return (k == 3 and stride_y == 1 and stride_x == 1 and pad == 1 and dilation == 1
+            and groups == 1 and c >= WINOGRAD_MIN_CHANNELS
+            and WINOGRAD_MIN_SPATIAL <= h * w <= WINOGRAD_MAX_SPATIAL)
+
+
+def same_bits(a, b):
+    """Bitwise equality of two arrays (also tells -0.0 from 0.0 and NaN payloads apart)."""
+    if b is None or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    uint = np.dtype(f"u{a.dtype.itemsize}")
+    return bool(np.array_equal(np.ascontiguousarray(a).view(uint), b.view(uint)))
+
+
+class WinogradConv:
+    """Inference forward of a 3x3, stride 1, padding 1, ungrouped convolution by Winograd
+    F(2x2, 3x3): 16 GEMMs (n x C) @ (C x tiles), tiles = batch * ceil(h/2) * ceil(w/2).
+
+    The transformed weights are cached.  The cache can never be stale: it keeps a private copy
+    of the raw weights it was built from and, before every use, compares it bit for bit with
+    the weights it is given (np.array_equal on unsigned-integer views), rebuilding on any
+    difference.  So update(), load_weights, share_index, and users writing into
+    layer.weights[...] in place all take effect at the next forward.  The comparison reads
+    the weights twice (measured ~0.2 ms for 256 x 512 x 3 x 3, ~2.5 ms for 1024 x 512 x 3 x 3
+    on the project machine; included in the timings that chose WINOGRAD_*).  Batch-norm
+    scales are not folded into the weights here: the caller applies them to the output."""
+
+    def __init__(self, c, h, w, n):
+        self.c, self.h, self.w, self.n = c, h, w, n
+        self.tiles_h, self.tiles_w = -(-h // 2), -(-w // 2)
+        self.scratch = Scratch()
+        self._source = None            # private copy of the raw weights behind _transformed
+        self._transformed = None       # (16, n, C)
+
+    def transformed_weights(self, weights):
+        if not same_bits(weights, self._source):
+            self._source = np.array(weights, copy=True, order="C")
+            kron = WINOGRAD_KRON.astype(weights.dtype)
+            flat = self._source.reshape(self.n * self.c, 9)
+            self._transformed = np.matmul(kron, flat.T).reshape(16, self.n, self.c)
+        return self._transformed
+
+    def _input_tiles(self, x):
+        """V = B^T d B for every 4x4 input tile d: (16, B, C, tiles) (a cached buffer)."""
+        batch, dtype = x.shape[0], x.dtype
+        th, tw = self.tiles_h, self.tiles_w
+        # Zero border: 1 pixel top/left (padding 1), enough bottom/right for whole tiles.
+        xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
+        xp[:, :, 1:1 + self.h, 1:1 + self.w] = x
+        r = [xp[:, :, i:i + 2 * th:2, :] for i in range(4)]
+        t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
+        self._bt(r, t[0], t[1], t[2], t[3])
+        v = self.scratch.get("tiles", (4, 4, batch, self.c, th, tw), dtype)
+        cols = [t[..., j:j + 2 * tw:2] for j in range(4)]
+        self._bt(cols, v[:, 0], v[:, 1], v[:, 2], v[:, 3])
+        return v.reshape(16, batch, self.c, th * tw)
+
+    @staticmethod
+    def _bt(d, o0, o1, o2, o3):
+        """B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]] along one axis."""
+        np.subtract(d[0], d[2], out=o0)
+        np.add(d[1], d[2], out=o1)
+        np.subtract(d[2], d[1], out=o2)
+        np.subtract(d[1], d[3], out=o3)
+
+    def forward(self, x, weights, out, epilogue=None, regions=None):
+        """out (B, n, h, w) = conv(x, weights), as ConvOp.forward.  With `epilogue`, the
+        product goes to a scratch buffer and epilogue(product, b0, b1, c0, c1) is called for
+        each (b0, b1, c0, c1) of `regions` (default: one per sample), product being
+        (b1-b0, 1, n, c1-c0) and contiguous."""
+        batch, dtype = x.shape[0], x.dtype
+        th, tw = self.tiles_h, self.tiles_w
+        u = self.transformed_weights(weights)
+        v = self._input_tiles(x)
+        m = self.scratch.get("m", (16, batch, self.n, th * tw), dtype)
+        np.matmul(u[:, None], v, out=m)
+        m = m.reshape(4, 4, batch, self.n, th, tw)
+        # A^T = [[1,1,1,0],[0,1,-1,-1]] along the first tile axis, then the second, the
+        # second step writing each of the 4 output phases straight into its strided place.
+        s = self.scratch.get("half", (2, 4, batch, self.n, th, tw), dtype)
+        np.add(m[0], m[1], out=s[0])
+        s[0] += m[2]
+        np.subtract(m[1], m[2], out=s[1])
+        s[1] -= m[3]
+        target = out if epilogue is None else self.scratch.get(
+            "product", (batch, self.n, self.h, self.w), dtype)
+        for i in range(2):
+            rows = (self.h - i + 1) // 2
+            for j in range(2):
+                cols = (self.w - j + 1) // 2
+                dst = target[:, :, i::2, j::2]
+                a = s[i, :, :, :, :rows, :cols]
+                if j == 0:
+                    np.add(a[0], a[1], out=dst)
+                    dst += a[2]
+                else:
+                    np.subtract(a[1], a[2], out=dst)
+                    dst -= a[3]
+        if epilogue is None:
+            return out
+        spatial = self.h * self.w
+        product = target.reshape(batch, 1, self.n, spatial)
+        if regions is None:
+            regions = [(b, b + 1, 0, spatial) for b in range(batch)]
+        for b0, b1, c0, c1 in regions:
+            part = product[b0:b1, :, :, c0:c1]
+            if not part.flags.c_contiguous:
+                part = self.scratch.get("part", part.shape, dtype)
+                np.copyto(part, product[b0:b1, :, :, c0:c1])
+            epilogue(part, b0, b1, c0, c1)
+        return out
+
+
 class PoolOp:
     """Darknet's pooling windows: `size` x `size`, strides (y, x), `pad` TOTAL padding with the
     window origin at -(pad/2) (so odd padding goes to the bottom/right), as maxpool_layer.c."""

@@ -558,3 +558,89 @@ def test_windows_past_the_bottom_edge_read_zeros_as_darknet():
             net.forward(xe, truth=truth, train=True)
             numeric[i] -= sign * net.objective / (2 * eps)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-2, atol=1e-3)
+
+
+# ---------------------------------------------------------------------- Winograd F(2x2, 3x3)
+
+def winograd_net(c, h, w, filters, bn, batch=2, seed=3):
+    text = (f"[net]\nbatch={batch}\nwidth={w}\nheight={h}\nchannels={c}\nlearning_rate=0.1\n"
+            f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize=3\nstride=1\n"
+            f"pad=1\nactivation=leaky\n")
+    net = minidarknet.loads(text)
+    layer = net.layers[0]
+    assert layer.winograd is not None
+    rng = np.random.default_rng(seed)
+    for name, array in layer.parameters():
+        lo = 0.5 if name in ("scales", "rolling_variance") else -1.0
+        array[...] = rng.uniform(lo, 1.5, array.shape).astype(np.float32)
+    x = rng.standard_normal((batch, c, h, w)).astype(np.float32)
+    return net, layer, x
+
+
+def im2col_output(net, layer, x):
+    """The layer's inference output through im2col + GEMM (Winograd switched off)."""
+    saved, layer.winograd = layer.winograd, None
+    try:
+        net.forward(x)
+        return layer.output.copy()
+    finally:
+        layer.winograd = saved
+
+
+def winograd_output(net, layer, x):
+    net.forward(x)
+    return layer.output.copy()
+
+
+def assert_close(a, b):
+    scale = np.abs(b).max()
+    assert np.abs(a - b).max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("c, h, w, filters, bn, batch", [
+    (64, 26, 26, 16, 1, 2), (64, 21, 23, 7, 0, 3), (96, 25, 20, 5, 1, 1),
+    (64, 52, 52, 3, 0, 1), (128, 21, 21, 9, 1, 2)])
+def test_winograd_matches_im2col(c, h, w, filters, bn, batch):
+    net, layer, x = winograd_net(c, h, w, filters, bn, batch)
+    assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
+
+
+def test_winograd_only_where_it_applies():
+    assert ops.winograd_applies(256, 26, 26, 512, 3, 1, 1, 1, 1, 1)
+    for args in [(256, 26, 26, 512, 3, 2, 2, 1, 1, 1), (256, 26, 26, 512, 3, 1, 1, 0, 1, 1),
+                 (256, 26, 26, 512, 3, 1, 1, 2, 2, 1), (256, 26, 26, 512, 3, 1, 1, 1, 1, 2),
+                 (256, 26, 26, 512, 1, 1, 1, 0, 1, 1), (16, 26, 26, 512, 3, 1, 1, 1, 1, 1),
+                 (256, 416, 416, 512, 3, 1, 1, 1, 1, 1)]:
+        assert not ops.winograd_applies(*args)
+
+
+def test_winograd_training_forward_is_im2col():
+    net, layer, x = winograd_net(64, 21, 21, 4, 0, 2)
+    expected = im2col_output(net, layer, x)
+    net.forward(x, train=True)
+    np.testing.assert_array_equal(layer.output, expected)
+
+
+def test_winograd_cache_follows_in_place_edits():
+    net, layer, x = winograd_net(64, 21, 22, 6, 1, 2)
+    winograd_output(net, layer, x)
+    layer.weights[2, 5, 1, 0] += 0.75             # in place: same array object
+    assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
+    layer.weights *= -1
+    assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
+    layer.scales[1] = 3.0                         # BN scale is applied after the transform
+    assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
+
+
+def test_winograd_cache_follows_update_and_load_weights(tmp_path):
+    net, layer, x = winograd_net(64, 20, 20, 5, 0, 2)
+    before = winograd_output(net, layer, x)
+    path = tmp_path / "w.weights"
+    net.save_weights(path)
+    layer.weight_updates[...] = 1.0
+    net.update()
+    after = winograd_output(net, layer, x)
+    assert not np.allclose(after, before)
+    assert_close(after, im2col_output(net, layer, x))
+    net.load_weights(path)
+    assert_close(winograd_output(net, layer, x), before)
