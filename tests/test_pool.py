@@ -263,3 +263,19 @@ def test_exact_gradients(f64, kind, body):
     net.layers[0].biases[...] = 0
     x = distinct_values(rng, (2, 2, 5, 6))
     fd_check(net, x, rng.uniform(size=(2, net.truths)), layers={0})
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_threaded_max_pool_equals_the_serial_one(monkeypatch, threads):
+    from minidarknet import ops
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 5, 9, 9)).astype(np.float32)
+    x[0, 1, 2, 3] = np.nan                      # NaN never wins, in every slice
+    op = ops.PoolOp(5, 9, 9, 2, 2, 2, 1, 5, 5)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    serial = op.max_forward(x, np.empty((2, 5, 5, 5), np.float32)).copy()
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    monkeypatch.setattr(ops, "PARALLEL_MIN_BYTES", 0)
+    parallel = op.max_forward(x, np.empty((2, 5, 5, 5), np.float32))
+    np.testing.assert_array_equal(parallel, serial)
+    assert np.isfinite(parallel).all()
