@@ -16,13 +16,14 @@ Darknet behaviour reproduced here (see darknet-spec.md section 7):
 * ``letterbox_image`` (PJ ``detector test`` / ``classifier predict``), ``resize_image`` used as
   a stretch (AB ``detector test``) and ``resize_min_crop`` (AB ``classifier predict``).
 """
+import io
 import os
-import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image
 
+from minidarknet.atomic import write_atomic
 from minidarknet.errors import ImageError, ShapeError
 
 __all__ = [
@@ -177,24 +178,13 @@ def save_pil(path, pil, fmt=None):
     """Save a Pillow image atomically (temp file in the same directory + os.replace)."""
     name = os.fspath(path)
     fmt = fmt or _format_for(name)
-    folder = os.path.dirname(os.path.abspath(name))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(name)[1], dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            options = {"quality": 95} if fmt == "JPEG" else {}
-            pil.save(f, format=fmt, **options)
-        os.replace(tmp, name)
-        tmp = None
+        encoded = io.BytesIO()
+        pil.save(encoded, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+        write_atomic(name, encoded.getvalue())
     except Exception as e:  # noqa: BLE001 - OSError, Pillow encoder errors
         why = _one_line(e) or type(e).__name__
         raise ImageError(f"{name}: cannot save image: {why}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------- resizing

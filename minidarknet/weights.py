@@ -6,10 +6,10 @@ weights are stored transposed.  We save with the version the weights were loaded
 (0.2.0 for a new network), so a load/save round trip gives back the same bytes.
 """
 import os
-import tempfile
 
 import numpy as np
 
+from .atomic import write_atomic
 from .errors import WeightsError, warn
 
 HEADER_INTS = 12
@@ -107,20 +107,3 @@ def weights_bytes(net, cutoff=None):
 def save_weights(net, path, cutoff=None):
     """Write the weights atomically: a temporary file in the same folder, then a rename."""
     write_atomic(os.fspath(path), weights_bytes(net, cutoff))
-
-
-def write_atomic(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

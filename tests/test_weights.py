@@ -379,3 +379,23 @@ def test_seen_wraps_in_a_4_byte_counter(tmp_path):
     out = tmp_path / "wrapped.weights"
     net.save_weights(out)
     assert out.read_bytes()[:16] == header(0, 1, 0, seen=9, wide=False)
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    # mkstemp's private 0600 must not leak into saved weights and pictures
+    import os
+    import stat
+    from minidarknet.atomic import write_atomic
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.weights"
+        write_atomic(fresh, b"abc")
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.weights"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        write_atomic(kept, b"new")
+        assert kept.read_bytes() == b"new"
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
