@@ -483,7 +483,7 @@ def result_rows(experiment, records):
 
 
 def write_results_csv(path, experiment, records):
-    from .weights import write_atomic
+    from .atomic import write_atomic
     columns, rows = result_rows(experiment, records)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

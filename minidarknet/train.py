@@ -51,7 +51,8 @@ import numpy as np
 
 from .data import DataSet, open_data
 from .errors import DarknetWarning, MiniDarknetError
-from .weights import weights_bytes, write_atomic
+from .atomic import write_atomic
+from .weights import weights_bytes
 
 NET_STREAM = 1
 LAST_EVERY = 100          # Darknet's "<base>.backup" period

@@ -275,7 +275,7 @@ class Report:
             click.echo(f"{self.count} images -> {self.jsonl.name}"
                        + (f" ({self.skipped} skipped)" if self.skipped else ""), err=True)
         if self.save and self.saved_arrays:
-            from minidarknet.weights import write_atomic
+            from minidarknet.atomic import write_atomic
             import io
             buffer = io.BytesIO()
             np.save(buffer, np.stack(self.saved_arrays))
