@@ -521,21 +521,25 @@ class PoolOp:
             np.copyto(arg, o, where=better)
         return out, arg
 
-    def max_backward(self, arg, dy, dx):
-        """dx[argmax] += dy (several windows may pick the same input cell)."""
+    def _add_through_windows(self, dx, add):
+        """Call add(window_cells, offset) for every window offset on a view of dx (through
+        a zeroed padded copy when windows reach outside the image), so dx += what was added."""
         if self.inside:
-            dxp, owned = dx, False
+            dxp = dx
         else:
             dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.hp, self.wp), dx.dtype)
             dxp.fill(0)
-            owned = True
         view = self.windows(dxp, writeable=True)
         for o, ky, kx in self.offsets():
-            target = view[:, :, ky, kx]
-            np.add(target, dy, out=target, where=(arg == o))
-        if owned:
+            add(view[:, :, ky, kx], o)
+        if not self.inside:
             t = self.top
             dx += dxp[:, :, t:t + self.h, t:t + self.w]
+
+    def max_backward(self, arg, dy, dx):
+        """dx[argmax] += dy (several windows may pick the same input cell)."""
+        self._add_through_windows(
+            dx, lambda target, o: np.add(target, dy, out=target, where=(arg == o)))
 
     def valid_counts(self, dtype):
         """Number of in-image cells of each window, (out_h, out_w)."""
@@ -555,19 +559,8 @@ class PoolOp:
 
     def spread_backward(self, dy_scaled, dx):
         """dx += dy_scaled at every in-image cell of each window."""
-        if self.inside:
-            dxp, owned = dx, False
-        else:
-            dxp = self.scratch.get("dxp", (dx.shape[0], self.c, self.hp, self.wp), dx.dtype)
-            dxp.fill(0)
-            owned = True
-        view = self.windows(dxp, writeable=True)
-        for o, ky, kx in self.offsets():
-            target = view[:, :, ky, kx]
-            np.add(target, dy_scaled, out=target)
-        if owned:
-            t = self.top
-            dx += dxp[:, :, t:t + self.h, t:t + self.w]
+        self._add_through_windows(
+            dx, lambda target, o: np.add(target, dy_scaled, out=target))
 
 
 # ---------------------------------------------------------------------- activations in place
