@@ -52,6 +52,15 @@ def read_references(section, key, net, required=True):
     return [resolve_reference(section, key, v, net) for v in values]
 
 
+def read_single_reference(section, key, net):
+    """The one layer index in `key` (AlexeyAB's [sam] and [scale_channels] from=)."""
+    sources = read_references(section, key, net)
+    if len(sources) != 1:
+        raise section.error(f"{section.header} {key}={section.raw(key)}: exactly one layer "
+                            f"expected", key)
+    return sources[0]
+
+
 @register("route")
 class Route(Layer):
     type = "route"

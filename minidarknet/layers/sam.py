@@ -6,7 +6,7 @@ from.delta = prev*delta (overwriting what other layers added there); exact mode 
 """
 from .base import Layer, _shape_str
 from .registry import register
-from .route import read_references
+from .route import read_single_reference
 
 
 @register("sam")
@@ -15,11 +15,7 @@ class Sam(Layer):
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
-        sources = read_references(section, "from", net)
-        if len(sources) != 1:
-            raise section.error(f"[sam] from={section.raw('from')}: exactly one layer "
-                                f"expected", "from")
-        self.source = sources[0]
+        self.source = read_single_reference(section, "from", net)
         self.from_layer = src = net.layers[self.source]
         self.activation = self.activation_from(section, "linear")
         prev = (shape.c, shape.h, shape.w)

@@ -10,7 +10,7 @@ prev*delta.  AlexeyAB asserts the shapes fit; here a mismatch is a CfgError.
 """
 from .base import Layer, _shape_str
 from .registry import register
-from .route import read_references
+from .route import read_single_reference
 
 
 @register("scale_channels")
@@ -19,11 +19,7 @@ class ScaleChannels(Layer):
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
-        sources = read_references(section, "from", net)
-        if len(sources) != 1:
-            raise section.error(f"[scale_channels] from={section.raw('from')}: exactly one "
-                                f"layer expected", "from")
-        self.source = sources[0]
+        self.source = read_single_reference(section, "from", net)
         self.from_layer = src = net.layers[self.source]
         self.scale_wh = section.int("scale_wh", 0)
         self.activation = self.activation_from(section, "linear")
