@@ -36,15 +36,12 @@ ORDERS = {"pjreddie": ("wz", "wr", "wh", "uz", "ur", "uh"),
 @register("gru")
 class GRU(RecurrentLayer):
     type = "gru"
+    file_orders = ORDERS
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
         s = section
-        n = s.int("output", 1)
-        if n < 1:
-            raise s.error(f"[gru] output={n}: must be at least 1", "output")
-        if shape.inputs < 1:
-            raise s.error(f"[gru]: the layer before outputs {shape.inputs} values")
+        n = self.read_output_size(s, shape)
         self.batch_normalize = s.int("batch_normalize", 0)
         self.tanh = s.int("tanh", 0)
         self.candidate_activation = TANH if self.tanh else LOGISTIC
@@ -60,9 +57,6 @@ class GRU(RecurrentLayer):
         self.steps = sequence_steps(self, net)
         self._warned_backward = False
         self.allocate(shape.batch)
-
-    def file_blocks(self):
-        return [self.blocks[name] for name in ORDERS[self.weights_order]]
 
     def allocate(self, batch):
         super().allocate(batch)

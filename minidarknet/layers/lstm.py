@@ -42,15 +42,12 @@ ORDERS = {"pjreddie": ("wi", "wf", "wo", "wg", "ui", "uf", "uo", "ug"),
 @register("lstm")
 class LSTM(RecurrentLayer):
     type = "lstm"
+    file_orders = ORDERS
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
         s = section
-        n = s.int("output", 1)
-        if n < 1:
-            raise s.error(f"[lstm] output={n}: must be at least 1", "output")
-        if shape.inputs < 1:
-            raise s.error(f"[lstm]: the layer before outputs {shape.inputs} values")
+        n = self.read_output_size(s, shape)
         self.batch_normalize = s.int("batch_normalize", 0)
         self.weights_order = weights_order(s)
         self.set_output_shape(n, 1, 1)
@@ -64,9 +61,6 @@ class LSTM(RecurrentLayer):
             self.add_block(DenseBlock(f"w{gate}", n, n, LINEAR, bn, rng, exact))
         self.steps = sequence_steps(self, net)
         self.allocate(shape.batch)
-
-    def file_blocks(self):
-        return [self.blocks[name] for name in ORDERS[self.weights_order]]
 
     def allocate(self, batch):
         super().allocate(batch)

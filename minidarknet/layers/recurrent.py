@@ -264,6 +264,10 @@ class ConvBlock(_Block):
 class RecurrentLayer(Layer):
     """Base of the four recurrent layers: time steps, blocks, update, weights I/O, state."""
 
+    # {weights_order: block names in file order}, for the layers whose forks store their
+    # sub-layers in different orders (gru, lstm); None: the order the blocks were added.
+    file_orders = None
+
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
         self.blocks = {}
@@ -276,6 +280,16 @@ class RecurrentLayer(Layer):
             warn(f"{section.where('dontloadscales')}: {section.header} dontloadscales: "
                  f"Darknet does not pass it to the sub-layers, which still load their "
                  f"batch-norm arrays (and so does minidarknet)")
+
+    def read_output_size(self, section, shape):
+        """`output=` (the state size) of a gated layer, checked, and the input checked."""
+        n = section.int("output", 1)
+        if n < 1:
+            raise section.error(f"{section.header} output={n}: must be at least 1", "output")
+        if shape.inputs < 1:
+            raise section.error(f"{section.header}: the layer before outputs {shape.inputs} "
+                                f"values")
+        return n
 
     def add_block(self, block):
         self.blocks[block.name] = block
@@ -313,6 +327,8 @@ class RecurrentLayer(Layer):
     # ------------------------------------------------------------------ weights file
     def file_blocks(self):
         """The blocks in the order of the weights file."""
+        if self.file_orders:
+            return [self.blocks[name] for name in self.file_orders[self.weights_order]]
         return list(self.blocks.values())
 
     def parameters(self):
