@@ -73,6 +73,7 @@ class Network:
         self.truths = last.truths if last.truths else self.output_layer.outputs
         self.input = self.delta = self.truth = self.x = None
         self.input_delta = None
+        self.wants_input_delta = True
         self.train = False
         self.cost = None
         self.objective = None
@@ -139,6 +140,8 @@ class Network:
             for layer in self.layers:
                 if layer.delta is not None:
                     layer.delta.fill(0)
+        # Darknet's own training (train_step) leaves the input delta unset.
+        self.wants_input_delta = input_delta
         self.input_delta = np.zeros_like(x) if self.train and input_delta else None
         self.x = self.input = x
         self.delta = None
@@ -183,7 +186,7 @@ class Network:
                                  f"({last.type}) has {out.size} ({last.outputs} per sample x "
                                  f"batch {self.batch})")
             out += delta.reshape(out.shape)
-        if self.input_delta is None and not getattr(self, "_no_input_delta", False):
+        if self.input_delta is None and self.wants_input_delta:
             self.input_delta = np.zeros_like(self.x)
         for index in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[index]
@@ -218,18 +221,14 @@ class Network:
             raise ShapeError(f"train_step got {rows} rows, not a multiple of the batch {batch}")
         truth = np.asarray(truth, np.float32).reshape(rows, -1)
         total = 0.0
-        self._no_input_delta = True   # Darknet's training leaves net.delta unset
-        try:
-            for start in range(0, rows, batch):
-                self.seen += batch
-                self.forward(x[start:start + batch], truth[start:start + batch], train=True,
-                             input_delta=False)
-                self.backward()
-                total += self.cost
-                if (self.seen // batch) % self.subdivisions == 0:
-                    self.update()
-        finally:
-            self._no_input_delta = False
+        for start in range(0, rows, batch):
+            self.seen += batch
+            self.forward(x[start:start + batch], truth[start:start + batch], train=True,
+                         input_delta=False)
+            self.backward()
+            total += self.cost
+            if (self.seen // batch) % self.subdivisions == 0:
+                self.update()
         return total / (rows // batch * batch)
 
     def reset_state(self):
