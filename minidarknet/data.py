@@ -40,7 +40,7 @@ import numpy as np
 
 from .augment import AugmentOptions, augment_classifier_image, augment_detector_image
 from .errors import DarknetWarning, DataError, MiniDarknetError
-from .image import load_image, prepare_image, resize_min_crop
+from .image import load_image, prepare_image, resize_min_crop, to_channels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pnm", ".tga"}
@@ -185,16 +185,6 @@ def network_kind(net):
 def detection_layer(net):
     layers = [l for l in net.layers if l.type in DETECTION_TYPES]
     return layers[-1] if layers else None
-
-
-def to_channels(im, channels, path):
-    """RGB -> the network's channel count: 1 channel is stb_image's grey (77, 150, 29)/256."""
-    if channels == 3:
-        return im
-    if channels == 1:
-        weights = np.array([77, 150, 29], F32) / F32(256)
-        return np.tensordot(weights, im, axes=1)[None].astype(F32)
-    raise DataError(f"{path}: the network takes {channels}-channel input; images have 3")
 
 
 # --------------------------------------------------------------------------- data sets
@@ -366,7 +356,7 @@ class ImageData(DataSet):
             else:
                 sample = augment_classifier_image(im, rng, self.options, self.w, self.h)
                 truth[i, target] = 1
-            x[i] = to_channels(sample, self.c, path)
+            x[i] = to_channels(sample, self.c, path, DataError)
         return x, truth
 
     # ---------------------------------------------------------------- validation
@@ -388,7 +378,7 @@ class ImageData(DataSet):
                 if im is None:
                     continue            # removed; the next entry moved to `index`
                 index += 1
-                xs.append(to_channels(self.prepare(im), self.c, path))
+                xs.append(to_channels(self.prepare(im), self.c, path, DataError))
                 targets.append(target)
                 sizes.append((im.shape[2], im.shape[1]))
                 paths.append(path)

@@ -121,6 +121,18 @@ def load_image(path):
                          f"is too large for the memory available") from None
 
 
+def to_channels(image, channels, path, error=ImageError):
+    """RGB (3, h, w) -> what a network with `channels` inputs takes: 3 channels as they are,
+    1 channel as stb_image's 1-channel grey, (77 r + 150 g + 29 b)/256, as Darknet loads gray
+    images.  Other counts raise `error` naming the file."""
+    if channels == 3:
+        return image
+    if channels == 1:
+        weights = np.array([77, 150, 29], np.float32) / np.float32(256)
+        return np.tensordot(weights, image, axes=1)[None].astype(np.float32)
+    raise error(f"{path}: the network takes {channels}-channel input; images have 3")
+
+
 # --------------------------------------------------------------------------- saving
 
 def _check_chw(im, what="image"):

@@ -52,7 +52,7 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     """Run the network CFG on IMAGE files, folders or glob patterns."""
     import minidarknet
     from minidarknet.errors import MiniDarknetError
-    from minidarknet.image import load_image, prepare_image
+    from minidarknet.image import load_image, prepare_image, to_channels
 
     paths = collect_images(inputs)
     folder = out is not None and (Path(out).is_dir() or not Path(out).suffix)
@@ -124,18 +124,6 @@ def collect_images(inputs):
                 raise click.BadParameter(f"{item}: no image files match", param_hint="IMAGE")
             paths += found
     return paths
-
-
-def to_channels(image, channels, path):
-    """RGB -> what the network takes: 3 channels as is, 1 channel as luminance with the
-    weights of stb_image's 1-channel load (77, 150, 29)/256, as Darknet loads gray images."""
-    if channels == 3:
-        return image
-    if channels == 1:
-        weights = np.array([77, 150, 29], np.float32) / np.float32(256)
-        return np.tensordot(weights, image, axes=1)[None].astype(np.float32)
-    from minidarknet.errors import ShapeError
-    raise ShapeError(f"{path}: the network takes {channels}-channel input; images give 3")
 
 
 def read_names(path):
