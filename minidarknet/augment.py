@@ -87,10 +87,6 @@ class AugmentOptions:
             raise s.error("[net] min_crop and max_crop must be at least 1", "min_crop")
         return options
 
-    @property
-    def distorts(self):
-        return self.hue != 0 or self.saturation != 1 or self.exposure != 1
-
 
 # --------------------------------------------------------------------------- sampling
 
