@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from . import parallel
 from .errors import ShapeError
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
@@ -145,13 +146,15 @@ class Network:
         self.input_delta = np.zeros_like(x) if self.train and input_delta else None
         self.x = self.input = x
         self.delta = None
-        for index, layer in enumerate(self.layers):
-            self.index = index
-            with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
-                layer.forward(self)
-            self.input = layer.output
-            if layer.truth:
-                self.truth = layer.output.reshape(self.batch, -1)
+        with parallel.region():
+            for index, layer in enumerate(self.layers):
+                self.index = index
+                with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"), \
+                        (parallel.blas_restored() if layer.blas_threads else contextlib.nullcontext()):
+                    layer.forward(self)
+                self.input = layer.output
+                if layer.truth:
+                    self.truth = layer.output.reshape(self.batch, -1)
         self._collect_cost()
         return self.output
 

@@ -11,11 +11,10 @@ Layout conventions (NCHW, as Darknet):
     columns        (B, C, k, k, rows, out_w)    viewed as (B, groups, kdim, rows*out_w)
 with kdim = (C/groups)*k*k, so one np.matmul call multiplies every group of every sample.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+from . import parallel
 
 NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
 
@@ -29,39 +28,16 @@ CHUNK_BYTES = 2 << 20
 MIN_CHUNK_COLS = 1024
 
 
-# Elementwise numpy work runs on one core while BLAS uses them all; on arrays larger than the
-# caches, splitting it by channels over threads (numpy releases the GIL) nearly halves it on
-# 2 cores (measured: the 16 x 416 x 416 max-pool of yolov3-tiny, 6.3 -> 3.0 ms); on smaller
-# arrays the threads cost more than they save.
-PARALLEL_MIN_BYTES = 8 << 20
-_pool = None
-
-
-def worker_threads():
-    """How many threads elementwise work may use: the thread count the user gave BLAS/OpenMP
-    (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS), else the CPUs this process may run on."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+# Elementwise work split by channels over the threads of a parallel region (parallel.py):
+# on small arrays the threads cost more than they save.
+PARALLEL_MIN_BYTES = 1 << 20
 
 
 def split_channels(work, channels, nbytes):
-    """work(c0, c1) over [0, channels), in parallel slices when the data is large."""
-    global _pool
-    threads = min(worker_threads(), channels)
-    if threads < 2 or nbytes < PARALLEL_MIN_BYTES:
-        work(0, channels)
-        return
-    if _pool is None or _pool._max_workers < threads:
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="minidarknet")
-    bounds = [channels * i // threads for i in range(threads + 1)]
-    for future in [_pool.submit(work, a, b) for a, b in zip(bounds, bounds[1:])]:
-        future.result()
+    """work(c0, c1) over [0, channels), in parallel slices inside a parallel region when the
+    data is large enough."""
+    threads = parallel.workers() if nbytes >= PARALLEL_MIN_BYTES else 1
+    parallel.run([lambda a=a, b=b: work(a, b) for a, b in parallel.bounds(channels, threads)])
 
 
 def c_div(a, b):
@@ -103,13 +79,11 @@ def window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0=0, writeab
 
 
 def im2col(xp, col, k, stride_y, stride_x, dilation, row0=0):
-    """Copy the windows of padded input xp (B, C, Hp, Wp) into col (B, C, k, k, rows, cols):
-    one strided slice copy per kernel offset (faster than one 6-d copy)."""
+    """Copy the windows of padded input xp (B, C, Hp, Wp) into col (B, C, k, k, rows, cols).
+    One 6-d copy: faster than one copy per kernel offset with numpy 2 (measured 1.2-1.4x on
+    the yolov3-tiny shapes), and a single call lets threads run it without GIL hand-offs."""
     rows, cols = col.shape[-2:]
-    view = window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0)
-    for ky in range(k):
-        for kx in range(k):
-            np.copyto(col[..., ky, kx, :, :], view[..., ky, kx, :, :])
+    np.copyto(col, window_view(xp, k, stride_y, stride_x, dilation, rows, cols, row0))
 
 
 def col2im_add(col, xp, k, stride_y, stride_x, dilation, row0=0):
@@ -174,73 +148,131 @@ class ConvOp:
         p = self.pad
         return xp[:, :, p:p + self.h, p:p + self.w]
 
-    def chunks(self, batch, itemsize):
-        """(b0, b1, r0, r1): samples [b0, b1) and output rows [r0, r1) per column chunk."""
-        key = (batch, itemsize)
+    def chunks(self, batch, itemsize, parts=1):
+        """(b0, b1, r0, r1): samples [b0, b1) and output rows [r0, r1) per column chunk; with
+        parts > 1 the count is a multiple of `parts` (unless everything fits one chunk), so
+        that `parts` threads get equal shares."""
+        key = (batch, itemsize, parts)
         if key not in self._plans:
-            self._plans[key] = self._plan(batch, itemsize)
+            self._plans[key] = self._plan(batch, itemsize, parts)
         return self._plans[key]
 
-    def _plan(self, batch, itemsize):
+    def _plan(self, batch, itemsize, parts):
         row_bytes = self.kdim * self.out_w * itemsize
         sample_bytes = row_bytes * self.out_h
         if sample_bytes <= CHUNK_BYTES or self.spatial <= MIN_CHUNK_COLS:
             per = max(1, CHUNK_BYTES // max(sample_bytes, 1))
-            return [(b, min(batch, b + per), 0, self.out_h) for b in range(0, batch, per)]
+            count = -(-batch // per)
+            if count > 1:
+                count = min(batch, -(-count // parts) * parts)
+            return [(b0, b1, 0, self.out_h) for b0, b1 in parallel.bounds(batch, count)]
         rows = max(CHUNK_BYTES // row_bytes, -(-MIN_CHUNK_COLS // self.out_w), 1)
-        rows = min(rows, self.out_h)
-        return [(b, b + 1, r, min(self.out_h, r + rows))
-                for b in range(batch) for r in range(0, self.out_h, rows)]
+        per_sample = -(-self.out_h // min(rows, self.out_h))
+        while (batch * per_sample) % parts and per_sample < self.out_h:
+            per_sample += 1
+        return [(b, b + 1, r0, r1) for b in range(batch)
+                for r0, r1 in parallel.bounds(self.out_h, per_sample)]
 
-    def largest_chunk(self, batch, itemsize):
+    def largest_chunk(self, batch, itemsize, parts=1):
         """Samples x output rows of the largest chunk (what the chunk buffers must hold)."""
-        return max((b1 - b0) * (r1 - r0) for b0, b1, r0, r1 in self.chunks(batch, itemsize))
+        return max((b1 - b0) * (r1 - r0)
+                   for b0, b1, r0, r1 in self.chunks(batch, itemsize, parts))
 
-    def _col(self, nb, rows, dtype, batch):
-        most = self.largest_chunk(batch, np.dtype(dtype).itemsize)
-        flat = self.scratch.get("col", (most * self.c * self.k * self.k * self.out_w,), dtype)
-        return flat[:nb * self.c * self.k * self.k * rows * self.out_w].reshape(
-            nb, self.c, self.k, self.k, rows, self.out_w)
+    def _chunk_buffer(self, name, per_row, shape, dtype, most):
+        flat = self.scratch.get(name, (most * per_row,), dtype)
+        return flat[:int(np.prod(shape))].reshape(shape)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, weights, out, epilogue=None):
-        """out (B, n, out_h, out_w) = conv(x, weights).
+    def forward(self, x, weights, out, epilogue=None, threads=1):
+        """out (B, n, out_h, out_w) = conv(x, weights), the work split over `threads` threads.
 
-        Without `epilogue` the product is written into `out`.  With it, each chunk's product
-        (samples [b0, b1), flat output columns [c0, c1)) goes to a small contiguous buffer
-        and epilogue(product, b0, b1, c0, c1) must write the final values into `out` while
-        they are in cache (bias, activation).  `product` is (nb, groups, n/groups, c1-c0);
-        for a direct 1x1 convolution it is `out`'s own region."""
-        batch = x.shape[0]
+        Without `epilogue` the product is written into `out`.  With it, each piece of the
+        product goes to a contiguous scratch buffer and epilogue(product, region, worker) must
+        write the final values of region = (b0, b1, f0, f1, c0, c1) -- samples, output
+        channels, flat output positions -- into `out` while they are in cache (bias,
+        activation); product is (b1-b0, f1-f0, c1-c0) and may be overwritten.  `worker` is
+        the index of the calling thread.
+
+        The pieces are the column chunks (each thread builds and multiplies its own) when
+        there are at least `threads` of them, else blocks of filters sharing one chunk."""
+        batch, dtype = x.shape[0], x.dtype
         w3 = self.weights3(weights)
         out4 = out.reshape(batch, self.groups, self.m, self.spatial)
-        if self.direct:
-            np.matmul(w3, x.reshape(batch, self.groups, self.cg, self.spatial), out=out4)
-            if epilogue is not None:
-                epilogue(out4, 0, batch, 0, self.spatial)
-            return out
         xp = self._padded(x)
-        for b0, b1, r0, r1 in self.chunks(batch, x.dtype.itemsize):
-            nb, rows = b1 - b0, r1 - r0
-            col = self._col(nb, rows, x.dtype, batch)
-            im2col(xp[b0:b1], col, self.k, self.stride_y, self.stride_x, self.dilation, r0)
-            c0, c1 = r0 * self.out_w, r1 * self.out_w
-            col4 = col.reshape(nb, self.groups, self.kdim, rows * self.out_w)
-            if epilogue is None:
-                np.matmul(w3, col4, out=out4[b0:b1, :, :, c0:c1])
-                continue
-            # A contiguous product buffer: writing the GEMM result straight into the strided
-            # output region is slower when the row stride is a multiple of 4 KiB (416x416).
-            product = self._product(nb, rows, x.dtype, batch)
-            np.matmul(w3, col4, out=product)
-            epilogue(product, b0, b1, c0, c1)
+        plan = self.chunks(batch, dtype.itemsize, threads)
+        most = self.largest_chunk(batch, dtype.itemsize, threads)
+        if threads > 1 and len(plan) < threads and self.groups == 1 and self.n >= 2 * threads:
+            for chunk in plan:
+                self._filter_blocks(xp, w3, out4, chunk, epilogue, threads, most)
+            return out
+
+        def rows_of(worker, share):
+            for chunk in share:
+                col4 = self._chunk_columns(xp, chunk, most, worker)
+                self._multiply(w3, col4, out4, chunk, (0, self.n), epilogue, worker, most)
+
+        shares = [plan[a:b] for a, b in parallel.bounds(len(plan), threads)]
+        parallel.run([lambda w=w, s=s: rows_of(w, s) for w, s in enumerate(shares)])
         return out
 
-    def _product(self, nb, rows, dtype, batch):
-        most = self.largest_chunk(batch, np.dtype(dtype).itemsize)
-        flat = self.scratch.get("product", (most * self.n * self.out_w,), dtype)
-        return flat[:nb * self.n * rows * self.out_w].reshape(
-            nb, self.groups, self.m, rows * self.out_w)
+    def _chunk_columns(self, xp, chunk, most, worker):
+        """The column matrix of a chunk, (nb, groups, kdim, positions): a view of the input
+        for direct 1x1 convolutions, else built by im2col in the worker's buffer."""
+        b0, b1, r0, r1 = chunk
+        if self.direct:
+            flat = xp.reshape(xp.shape[0], self.groups, self.cg, self.spatial)
+            return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
+        col = self._col_buffer(chunk, xp.dtype, most, worker)
+        self._im2col(xp, col, chunk, (0, self.c))
+        return self._col4(col)
+
+    def _col_buffer(self, chunk, dtype, most, worker):
+        b0, b1, r0, r1 = chunk
+        return self._chunk_buffer(f"col{worker}", self.c * self.k * self.k * self.out_w,
+                                  (b1 - b0, self.c, self.k, self.k, r1 - r0, self.out_w),
+                                  dtype, most)
+
+    def _col4(self, col):
+        nb, rows = col.shape[0], col.shape[-2]
+        return col.reshape(nb, self.groups, self.kdim, rows * self.out_w)
+
+    def _im2col(self, xp, col, chunk, channels):
+        b0, b1, r0, _ = chunk
+        c0, c1 = channels
+        im2col(xp[b0:b1, c0:c1], col[:, c0:c1], self.k, self.stride_y, self.stride_x,
+               self.dilation, r0)
+
+    def _multiply(self, w3, col4, out4, chunk, filters, epilogue, worker, most):
+        """Filters [f0, f1) of a chunk: the product into `out`, or through the epilogue."""
+        b0, b1, r0, r1 = chunk
+        f0, f1 = filters
+        c0, c1 = r0 * self.out_w, r1 * self.out_w
+        if epilogue is None:
+            np.matmul(w3[:, f0:f1], col4, out=out4[b0:b1, :, f0:f1, c0:c1])
+            return
+        # A contiguous product buffer: writing the GEMM result straight into the strided
+        # output region is slower when the row stride is a multiple of 4 KiB (416x416).
+        nb = b1 - b0
+        product = self._chunk_buffer(f"product{worker}", self.n * self.out_w,
+                                     (nb, self.groups, f1 - f0 if self.groups == 1 else self.m,
+                                      c1 - c0), out4.dtype, most)
+        np.matmul(w3[:, f0:f1], col4, out=product)
+        epilogue(product.reshape(nb, -1, c1 - c0), (b0, b1, f0, f1, c0, c1), worker)
+
+    def _filter_blocks(self, xp, w3, out4, chunk, epilogue, threads, most):
+        """One chunk, shared by `threads` threads: im2col split by input channels, then the
+        product (and epilogue) split by blocks of filters."""
+        if self.direct:
+            col4 = self._chunk_columns(xp, chunk, most, 0)
+        else:
+            col = self._col_buffer(chunk, xp.dtype, most, 0)
+            parallel.run([lambda cb=cb: self._im2col(xp, col, chunk, cb)
+                          for cb in parallel.bounds(self.c, threads)])
+            col4 = self._col4(col)
+        blocks = parallel.bounds(self.n, threads, align=8)
+        parallel.run([lambda w=w, fb=fb: self._multiply(w3, col4, out4, chunk, fb, epilogue,
+                                                        w, most)
+                      for w, fb in enumerate(blocks)])
 
     # ------------------------------------------------------------------ backward
     def backward(self, x, dy, weights, weight_updates, dx, overwrite=False):
@@ -269,13 +301,15 @@ class ConvOp:
                 dxp.fill(0)
             else:
                 dxp = dx
-        for b0, b1, r0, r1 in self.chunks(batch, dy.dtype.itemsize):
-            nb, rows = b1 - b0, r1 - r0
-            col = self._col(nb, rows, dy.dtype, batch)
-            col4 = col.reshape(nb, self.groups, self.kdim, rows * self.out_w)
+        most = self.largest_chunk(batch, dy.dtype.itemsize)
+        for chunk in self.chunks(batch, dy.dtype.itemsize):
+            b0, b1, r0, r1 = chunk
+            nb = b1 - b0
+            col = self._col_buffer(chunk, dy.dtype, most, 0)
+            col4 = self._col4(col)
             dyc = dy4[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
             if wu3 is not None:
-                im2col(xp[b0:b1], col, self.k, self.stride_y, self.stride_x, self.dilation, r0)
+                self._im2col(xp, col, chunk, (0, self.c))
                 for i in range(nb):
                     wu3 += np.matmul(dyc[i], col4[i].transpose(0, 2, 1))
             if dxp is not None:
@@ -379,20 +413,18 @@ class WinogradConv:
             self._transformed = np.matmul(kron, flat.T).reshape(16, self.n, self.c)
         return self._transformed
 
-    def _input_tiles(self, x):
-        """V = B^T d B for every 4x4 input tile d: (16, B, C, tiles) (a cached buffer)."""
-        batch, dtype = x.shape[0], x.dtype
+    def _input_tiles(self, x, xp, t, v, channels):
+        """V = B^T d B for every 4x4 input tile d of input channels [c0, c1), into v
+        (4, 4, B, C, tiles_h, tiles_w); xp and t are scratch (padded input, row transform)."""
+        c0, c1 = channels
         th, tw = self.tiles_h, self.tiles_w
         # Zero border: 1 pixel top/left (padding 1), enough bottom/right for whole tiles.
-        xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
-        xp[:, :, 1:1 + self.h, 1:1 + self.w] = x
-        r = [xp[:, :, i:i + 2 * th:2, :] for i in range(4)]
-        t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
-        self._bt(r, t[0], t[1], t[2], t[3])
-        v = self.scratch.get("tiles", (4, 4, batch, self.c, th, tw), dtype)
-        cols = [t[..., j:j + 2 * tw:2] for j in range(4)]
-        self._bt(cols, v[:, 0], v[:, 1], v[:, 2], v[:, 3])
-        return v.reshape(16, batch, self.c, th * tw)
+        xp = xp[:, c0:c1]
+        xp[:, :, 1:1 + self.h, 1:1 + self.w] = x[:, c0:c1]
+        t = t[:, :, c0:c1]
+        v = v[:, :, :, c0:c1]
+        self._bt([xp[:, :, i:i + 2 * th:2, :] for i in range(4)], t[0], t[1], t[2], t[3])
+        self._bt([t[..., j:j + 2 * tw:2] for j in range(4)], v[:, 0], v[:, 1], v[:, 2], v[:, 3])
 
     @staticmethod
     def _bt(d, o0, o1, o2, o3):
@@ -402,27 +434,45 @@ class WinogradConv:
         np.subtract(d[2], d[1], out=o2)
         np.subtract(d[1], d[3], out=o3)
 
-    def forward(self, x, weights, out, epilogue=None, regions=None):
-        """out (B, n, h, w) = conv(x, weights), as ConvOp.forward.  With `epilogue`, the
-        product goes to a scratch buffer and epilogue(product, b0, b1, c0, c1) is called for
-        each (b0, b1, c0, c1) of `regions` (default: one per sample), product being
-        (b1-b0, 1, n, c1-c0) and contiguous."""
+    def forward(self, x, weights, out, epilogue=None, threads=1):
+        """out (B, n, h, w) = conv(x, weights), as ConvOp.forward: the input transform split
+        over `threads` threads by input channels, the products and the output transform by
+        blocks of filters; with `epilogue`, it is called once per block of filters with the
+        region (0, B, f0, f1, 0, h*w)."""
         batch, dtype = x.shape[0], x.dtype
         th, tw = self.tiles_h, self.tiles_w
         u = self.transformed_weights(weights)
-        v = self._input_tiles(x)
+        xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
+        t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
+        v = self.scratch.get("tiles", (4, 4, batch, self.c, th, tw), dtype)
+        parallel.run([lambda cb=cb: self._input_tiles(x, xp, t, v, cb)
+                      for cb in parallel.bounds(self.c, threads)])
+        v = v.reshape(16, batch, self.c, th * tw)
         m = self.scratch.get("m", (16, batch, self.n, th * tw), dtype)
-        np.matmul(u[:, None], v, out=m)
-        m = m.reshape(4, 4, batch, self.n, th, tw)
-        # A^T = [[1,1,1,0],[0,1,-1,-1]] along the first tile axis, then the second, the
-        # second step writing each of the 4 output phases straight into its strided place.
         s = self.scratch.get("half", (2, 4, batch, self.n, th, tw), dtype)
+        target = out if epilogue is None else self.scratch.get(
+            "product", (batch, self.n, self.h, self.w), dtype)
+
+        def filters(worker, f0, f1):
+            np.matmul(u[:, None, f0:f1], v, out=m[:, :, f0:f1])
+            self._output_tiles(m.reshape(4, 4, batch, self.n, th, tw)[:, :, :, f0:f1],
+                               s[:, :, :, f0:f1], target[:, f0:f1])
+            if epilogue is not None:
+                product = target[:, f0:f1].reshape(batch, f1 - f0, self.h * self.w)
+                epilogue(product, (0, batch, f0, f1, 0, self.h * self.w), worker)
+
+        parallel.run([lambda w=w, fb=fb: filters(w, *fb)
+                      for w, fb in enumerate(parallel.bounds(self.n, threads, align=8))])
+        return out
+
+    def _output_tiles(self, m, s, target):
+        """Y = A^T M A for every tile: A^T = [[1,1,1,0],[0,1,-1,-1]] along the first tile
+        axis into s, then along the second, writing each of the 4 output phases straight
+        into its strided place in target."""
         np.add(m[0], m[1], out=s[0])
         s[0] += m[2]
         np.subtract(m[1], m[2], out=s[1])
         s[1] -= m[3]
-        target = out if epilogue is None else self.scratch.get(
-            "product", (batch, self.n, self.h, self.w), dtype)
         for i in range(2):
             rows = (self.h - i + 1) // 2
             for j in range(2):
@@ -435,19 +485,6 @@ class WinogradConv:
                 else:
                     np.subtract(a[1], a[2], out=dst)
                     dst -= a[3]
-        if epilogue is None:
-            return out
-        spatial = self.h * self.w
-        product = target.reshape(batch, 1, self.n, spatial)
-        if regions is None:
-            regions = [(b, b + 1, 0, spatial) for b in range(batch)]
-        for b0, b1, c0, c1 in regions:
-            part = product[b0:b1, :, :, c0:c1]
-            if not part.flags.c_contiguous:
-                part = self.scratch.get("part", part.shape, dtype)
-                np.copyto(part, product[b0:b1, :, :, c0:c1])
-            epilogue(part, b0, b1, c0, c1)
-        return out
 
 
 class PoolOp:

@@ -48,6 +48,10 @@ class Layer:
     has_cost = False        # owns a cost (counted in the network cost mean)
     needs_image = False     # Darknet: "Layer before X layer must output image."
     truths = None           # truth size per sample for loss heads that define their own
+    # True for layers whose forward relies on BLAS's own threads for large products: the
+    # network then restores them for this layer (parallel.py); the others split their work
+    # over parallel.workers() threads themselves, or do no BLAS work at all.
+    blas_threads = False
 
     def __init__(self, section, shape, net):
         self.section = section

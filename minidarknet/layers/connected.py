@@ -13,6 +13,7 @@ from .registry import register
 @register("connected", "conn")
 class Connected(WeightedLayer):
     type = "connected"
+    blas_threads = True
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)

@@ -39,7 +39,7 @@ is checked bit for bit against the weights at every forward); training keeps im2
 """
 import numpy as np
 
-from .. import ops
+from .. import ops, parallel
 from . import share, xnor
 from .base import WeightedLayer, uniform_weights
 from .batchnorm import EPS_FORWARD, bn_backward, bn_forward
@@ -89,6 +89,11 @@ class Convolutional(WeightedLayer):
         self.train = False
         self._bn_affine = False
         self.allocate(shape.batch)
+
+    @property
+    def blas_threads(self):
+        # XNOR layers multiply through layers/xnor.py, which does not split its work.
+        return bool(self.xnor)
 
     # ------------------------------------------------------------------ cfg
     def _read_keys(self, s, shape):
@@ -173,11 +178,12 @@ class Convolutional(WeightedLayer):
             return
         x = self.input_of(net)
         self.train = net.train
+        threads = parallel.workers()
         out = self.output
         out3 = out.reshape(self.batch, self.out_c, -1)
         if self.batch_normalize and net.train:
             self._bn_affine = False
-            self.op.forward(x, self.weights, out)
+            self.op.forward(x, self.weights, out, threads=threads)
             bn_forward(self, out3, True)
             x_pre3 = self._x_pre3()
             for b0, b1, c0, c1 in self._chunk_regions():
@@ -185,7 +191,7 @@ class Convolutional(WeightedLayer):
                                None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
             return
         # Bias (or inference batch norm as a per-channel affine map) and the activation run
-        # on each chunk of the convolution while it is still in cache.
+        # on each piece of the convolution while it is still in cache.
         scale, shift = self._affine(out.dtype)
         self._bn_affine = bool(self.batch_normalize)
         weights = self.weights
@@ -200,18 +206,15 @@ class Convolutional(WeightedLayer):
             scale = None
         x_pre3 = self._x_pre3()
 
-        def epilogue(product, b0, b1, c0, c1):
-            r = product.reshape(b1 - b0, self.out_c, c1 - c0)
-            v = out3[b0:b1, :, c0:c1]
+        def epilogue(product, region, worker):
+            b0, b1, f0, f1, c0, c1 = region
             if scale is not None:
-                np.multiply(r, scale[:, None], out=r)
-            np.add(r, shift[:, None], out=v)
-            self._activate(v, None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
+                np.multiply(product, scale[f0:f1, None], out=product)
+            np.add(product, shift[f0:f1, None], out=product)
+            self._activate_into(out3[b0:b1, f0:f1, c0:c1], product,
+                                None if x_pre3 is None else x_pre3[b0:b1, f0:f1, c0:c1])
 
-        if winograd is not None:
-            winograd.forward(x, weights, out, epilogue, self._chunk_regions())
-        else:
-            self.op.forward(x, weights, out, epilogue)
+        (winograd or self.op).forward(x, weights, out, epilogue, threads)
 
     def _scaled_weights(self, scale):
         buf = getattr(self, "_weights_buffer", None)
@@ -235,6 +238,20 @@ class Convolutional(WeightedLayer):
         scale = (self.scales / (np.sqrt(self.rolling_variance) + EPS_FORWARD)).astype(dtype)
         shift = (self.biases - self.rolling_mean * scale).astype(dtype)
         return scale, shift
+
+    def _activate_into(self, v, pre, x_pre):
+        """v = act(pre) (and x_pre = pre when kept); pre may be overwritten."""
+        if x_pre is not None:
+            np.copyto(x_pre, pre)
+        name = self.activation.name
+        if name == "linear":
+            np.copyto(v, pre)
+        elif name == "leaky":
+            # max(pre, 0.1*pre): Darknet's (pre > 0 ? pre : 0.1*pre), no temporary.
+            np.multiply(pre, v.dtype.type(0.1), out=v)
+            np.maximum(pre, v, out=v)
+        else:
+            self.activation.forward(pre, v)
 
     def _activate(self, v, x_pre):
         if x_pre is not None:

@@ -23,6 +23,7 @@ from .registry import register
 @register("deconvolutional", "deconv")
 class Deconvolutional(WeightedLayer):
     type = "deconvolutional"
+    blas_threads = True
     needs_image = True
 
     def __init__(self, section, shape, net):

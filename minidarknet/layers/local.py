@@ -22,6 +22,7 @@ from .registry import register
 @register("local")
 class Local(WeightedLayer):
     type = "local"
+    blas_threads = True
     needs_image = True
 
     def __init__(self, section, shape, net):

@@ -263,6 +263,7 @@ class ConvBlock(_Block):
 
 class RecurrentLayer(Layer):
     """Base of the four recurrent layers: time steps, blocks, update, weights I/O, state."""
+    blas_threads = True
 
     # {weights_order: block names in file order}, for the layers whose forks store their
     # sub-layers in different orders (gru, lstm); None: the order the blocks were added.
