@@ -28,9 +28,13 @@ CHUNK_BYTES = 2 << 20
 MIN_CHUNK_COLS = 1024
 
 
-# Elementwise work split by channels over the threads of a parallel region (parallel.py):
-# on small arrays the threads cost more than they save.
-PARALLEL_MIN_BYTES = 1 << 20
+# Work is split over the threads of a parallel region (parallel.py) only when it is large
+# enough: handing work to a pool thread and waiting for it costs ~70-150 us on the project
+# machine (a KVM guest, where waking a thread is slow).  Element-wise work: arrays of at least
+# PARALLEL_MIN_BYTES; convolutions: at least PARALLEL_MIN_FLOPS multiply-adds x 2 (~0.3 ms
+# on one core).
+PARALLEL_MIN_BYTES = 2 << 20
+PARALLEL_MIN_FLOPS = 30e6
 
 
 def split_channels(work, channels, nbytes):
@@ -196,6 +200,8 @@ class ConvOp:
         The pieces are the column chunks (each thread builds and multiplies its own) when
         there are at least `threads` of them, else blocks of filters sharing one chunk."""
         batch, dtype = x.shape[0], x.dtype
+        if self.flops(batch) < PARALLEL_MIN_FLOPS:
+            threads = 1
         w3 = self.weights3(weights)
         out4 = out.reshape(batch, self.groups, self.m, self.spatial)
         xp = self._padded(x)
@@ -214,6 +220,9 @@ class ConvOp:
         shares = [plan[a:b] for a, b in parallel.bounds(len(plan), threads)]
         parallel.run([lambda w=w, s=s: rows_of(w, s) for w, s in enumerate(shares)])
         return out
+
+    def flops(self, batch):
+        return 2.0 * batch * self.n * self.kdim * self.spatial
 
     def _chunk_columns(self, xp, chunk, most, worker):
         """The column matrix of a chunk, (nb, groups, kdim, positions): a view of the input
@@ -405,13 +414,25 @@ class WinogradConv:
         self._source = None            # private copy of the raw weights behind _transformed
         self._transformed = None       # (16, n, C)
 
-    def transformed_weights(self, weights):
-        if not same_bits(weights, self._source):
+    def transformed_weights(self, weights, checked=False):
+        """U = G g G^T of every filter, (16, n, C), from the cache when `weights` are bit for
+        bit those it was built from (`checked`: the caller has compared them already)."""
+        if not checked and not self.cache_matches(weights, (0, weights.size)):
+            self._source = None
+        if self._source is None:
             self._source = np.array(weights, copy=True, order="C")
             kron = WINOGRAD_KRON.astype(weights.dtype)
             flat = self._source.reshape(self.n * self.c, 9)
             self._transformed = np.matmul(kron, flat.T).reshape(16, self.n, self.c)
         return self._transformed
+
+    def cache_matches(self, weights, span):
+        """True when the flat values [a, b) of weights equal the cached copy bit for bit."""
+        source = self._source
+        if source is None or source.shape != weights.shape or source.dtype != weights.dtype:
+            return False
+        a, b = span
+        return same_bits(weights.reshape(-1)[a:b], source.reshape(-1)[a:b])
 
     def _input_tiles(self, x, xp, t, v, channels):
         """V = B^T d B for every 4x4 input tile d of input channels [c0, c1), into v
@@ -441,12 +462,22 @@ class WinogradConv:
         region (0, B, f0, f1, 0, h*w)."""
         batch, dtype = x.shape[0], x.dtype
         th, tw = self.tiles_h, self.tiles_w
-        u = self.transformed_weights(weights)
         xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
         t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
         v = self.scratch.get("tiles", (4, 4, batch, self.c, th, tw), dtype)
-        parallel.run([lambda cb=cb: self._input_tiles(x, xp, t, v, cb)
-                      for cb in parallel.bounds(self.c, threads)])
+        # Each thread transforms some input channels and checks part of the weight cache.
+        channel_blocks = parallel.bounds(self.c, threads)
+        spans = parallel.bounds(weights.size, len(channel_blocks))
+        matches = [False] * len(spans)
+
+        def prepare(i):
+            self._input_tiles(x, xp, t, v, channel_blocks[i])
+            matches[i] = self.cache_matches(weights, spans[i])
+
+        parallel.run([lambda i=i: prepare(i) for i in range(len(spans))])
+        if not all(matches):
+            self._source = None
+        u = self.transformed_weights(weights, checked=True)
         v = v.reshape(16, batch, self.c, th * tw)
         m = self.scratch.get("m", (16, batch, self.n, th * tw), dtype)
         s = self.scratch.get("half", (2, 4, batch, self.n, th, tw), dtype)
@@ -532,14 +563,21 @@ class PoolOp:
         span_y = sy * (self.out_h - 1) + 1
         span_x = sx * (self.out_w - 1) + 1
 
+        def max_of(views, target):
+            if len(views) == 1:
+                np.copyto(target, views[0])
+            else:
+                np.fmax(views[0], views[1], out=target)
+            for view in views[2:]:
+                np.fmax(target, view, out=target)
+
         def channels(c0, c1):
             part, r, o = xp[:, c0:c1], rows[:, c0:c1], out[:, c0:c1]
-            np.fmax(part[:, :, 0:span_y:sy, :], NEG_FLT_MAX, out=r)
-            for ky in range(1, k):
-                np.fmax(r, part[:, :, ky:ky + span_y:sy, :], out=r)
-            np.copyto(o, r[..., 0:span_x:sx])
-            for kx in range(1, k):
-                np.fmax(o, r[..., kx:kx + span_x:sx], out=o)
+            max_of([part[:, :, ky:ky + span_y:sy, :] for ky in range(k)], r)
+            max_of([r[..., kx:kx + span_x:sx] for kx in range(k)], o)
+            # fmax skips NaN unless every cell is NaN; the floor turns those (and -inf) into
+            # -FLT_MAX, Darknet's starting value.
+            np.fmax(o, NEG_FLT_MAX, out=o)
 
         split_channels(channels, self.c, xp.nbytes)
         return out

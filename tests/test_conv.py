@@ -626,6 +626,8 @@ def test_winograd_cache_follows_in_place_edits():
     winograd_output(net, layer, x)
     layer.weights[2, 5, 1, 0] += 0.75             # in place: same array object
     assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
+    layer.weights[-1, -1, -1, -1] -= 0.5          # the part another thread checks
+    assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
     layer.weights *= -1
     assert_close(winograd_output(net, layer, x), im2col_output(net, layer, x))
     layer.scales[1] = 3.0                         # BN scale is applied after the transform
