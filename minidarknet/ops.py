@@ -50,6 +50,16 @@ def c_div(a, b):
     return q if (a >= 0) == (b > 0) else -q
 
 
+def aligned_empty(shape, dtype, align=64):
+    """np.empty starting on a cache-line boundary, so that threads writing neighbouring
+    blocks of a scratch buffer (multiples of 16 values) never share a cache line."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 class Scratch:
     """Named buffers allocated on first use and reused while shape and dtype stay the same."""
 
@@ -60,7 +70,7 @@ class Scratch:
         shape = tuple(int(s) for s in shape)
         buf = self._buffers.get(name)
         if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = np.empty(shape, dtype)
+            buf = aligned_empty(shape, dtype)
             if fill is not None:
                 buf.fill(fill)
             self._buffers[name] = buf
@@ -278,7 +288,7 @@ class ConvOp:
             parallel.run([lambda cb=cb: self._im2col(xp, col, chunk, cb)
                           for cb in parallel.bounds(self.c, threads)])
             col4 = self._col4(col)
-        blocks = parallel.bounds(self.n, threads, align=8)
+        blocks = parallel.bounds(self.n, threads, align=16)
         parallel.run([lambda w=w, fb=fb: self._multiply(w3, col4, out4, chunk, fb, epilogue,
                                                         w, most)
                       for w, fb in enumerate(blocks)])
@@ -493,7 +503,7 @@ class WinogradConv:
                 epilogue(product, (0, batch, f0, f1, 0, self.h * self.w), worker)
 
         parallel.run([lambda w=w, fb=fb: filters(w, *fb)
-                      for w, fb in enumerate(parallel.bounds(self.n, threads, align=8))])
+                      for w, fb in enumerate(parallel.bounds(self.n, threads, align=16))])
         return out
 
     def _output_tiles(self, m, s, target):
