@@ -197,35 +197,41 @@ class ConvOp:
         return flat[:int(np.prod(shape))].reshape(shape)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x, weights, out, epilogue=None, threads=1):
-        """out (B, n, out_h, out_w) = conv(x, weights), the work split over `threads` threads.
+    def forward(self, x, weights, out, epilogue=None, threads=1, bias=None):
+        """out (B, n, out_h, out_w) = conv(x, weights) (+ bias), split over `threads` threads.
 
-        Without `epilogue` the product is written into `out`.  With it, each piece of the
+        Without `epilogue` the result is written into `out`.  With it, each piece of the
         product goes to a contiguous scratch buffer and epilogue(product, region, worker) must
         write the final values of region = (b0, b1, f0, f1, c0, c1) -- samples, output
-        channels, flat output positions -- into `out` while they are in cache (bias,
+        channels, flat output positions -- into `out` while they are in cache (batch norm,
         activation); product is (b1-b0, f1-f0, c1-c0) and may be overwritten.  `worker` is
-        the index of the calling thread.
+        the index of the calling thread.  `bias` (n values), if given, is in the product:
+        for row chunks it is one more weight column against a row of ones in the column
+        matrix, which saves the GEMM output a pass.
 
-        The pieces are the column chunks (each thread builds and multiplies its own) when
-        there are at least `threads` of them, else blocks of filters sharing one chunk."""
+        The pieces are the column chunks (each thread pads, builds and multiplies its own)
+        when there are at least `threads` of them, else blocks of filters sharing one chunk."""
         batch, dtype = x.shape[0], x.dtype
         if self.flops(batch) < PARALLEL_MIN_FLOPS:
             threads = 1
-        w3 = self.weights3(weights)
         out4 = out.reshape(batch, self.groups, self.m, self.spatial)
-        xp = self._padded(x)
         plan = self.chunks(batch, dtype.itemsize, threads)
         most = self.largest_chunk(batch, dtype.itemsize, threads)
         if threads > 1 and len(plan) < threads and self.groups == 1 and self.n >= 2 * threads:
+            xp = self._padded(x)
             for chunk in plan:
-                self._filter_blocks(xp, w3, out4, chunk, epilogue, threads, most)
+                self._filter_blocks(xp, self.weights3(weights), out4, chunk, epilogue, threads,
+                                    most, bias)
             return out
+        ones = bias is not None and not self.direct and self.groups == 1
+        w3 = self._weights_and_bias(weights, bias) if ones else self.weights3(weights)
+        extra_bias = None if ones else bias
 
         def rows_of(worker, share):
             for chunk in share:
-                col4 = self._chunk_columns(xp, chunk, most, worker)
-                self._multiply(w3, col4, out4, chunk, (0, self.n), epilogue, worker, most)
+                col4 = self._chunk_columns(x, plan, chunk, most, worker, ones)
+                self._multiply(w3, col4, out4, chunk, (0, self.n), epilogue, worker, most,
+                               extra_bias)
 
         shares = [plan[a:b] for a, b in parallel.bounds(len(plan), threads)]
         parallel.run([lambda w=w, s=s: rows_of(w, s) for w, s in enumerate(shares)])
@@ -234,16 +240,63 @@ class ConvOp:
     def flops(self, batch):
         return 2.0 * batch * self.n * self.kdim * self.spatial
 
-    def _chunk_columns(self, xp, chunk, most, worker):
-        """The column matrix of a chunk, (nb, groups, kdim, positions): a view of the input
-        for direct 1x1 convolutions, else built by im2col in the worker's buffer."""
+    def _weights_and_bias(self, weights, bias):
+        """(1, n, 1 + kdim): the bias, then the weights of each filter."""
+        wb = self.scratch.get("weights_bias", (1, self.n, 1 + self.kdim), weights.dtype)
+        wb[0, :, 0] = bias
+        wb[0, :, 1:] = weights.reshape(self.n, self.kdim)
+        return wb
+
+    def _chunk_columns(self, x, plan, chunk, most, worker, ones):
+        """The column matrix of a chunk, (nb, groups, [1 +] kdim, positions): a view of the
+        input for direct 1x1 convolutions, else built by im2col in the worker's buffer from
+        the chunk's padded input rows (with a first row of ones if `ones`)."""
         b0, b1, r0, r1 = chunk
+        nb, rows = b1 - b0, r1 - r0
         if self.direct:
-            flat = xp.reshape(xp.shape[0], self.groups, self.cg, self.spatial)
+            flat = x.reshape(x.shape[0], self.groups, self.cg, self.spatial)
             return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
-        col = self._col_buffer(chunk, xp.dtype, most, worker)
-        self._im2col(xp, col, chunk, (0, self.c))
-        return self._col4(col)
+        most_nb = max(c[1] - c[0] for c in plan)
+        most_cols = max(c[3] - c[2] for c in plan) * self.out_w
+        cols = rows * self.out_w
+        if ones:
+            # Allocated as ones; im2col never writes row 0, so it stays ones.  The row
+            # stride is fixed (most_cols) so that chunks of fewer rows keep it in place.
+            buf = self.scratch.get(f"col_ones{worker}", (most_nb, 1 + self.kdim, most_cols),
+                                   x.dtype, fill=1)
+            matrix = buf[:nb, :, :cols]
+            target = matrix[:, 1:].reshape(nb, self.c, self.k, self.k, rows, self.out_w)
+        else:
+            target = self._col_buffer(chunk, x.dtype, most, worker)
+            matrix = target.reshape(nb, -1, cols)
+        source, row0 = self._input_rows(x, plan, chunk, worker)
+        im2col(source, target, self.k, self.stride_y, self.stride_x, self.dilation, row0)
+        return matrix.reshape(nb, self.groups, -1, cols)
+
+    def _input_rows(self, x, plan, chunk, worker):
+        """(padded input holding the chunk's windows, index of the chunk's first output row
+        in it): x itself without padding, else the rows the chunk reads, copied into the
+        worker's zero-bordered strip."""
+        b0, b1, r0, r1 = chunk
+        if not self.needs_padding:
+            return x[b0:b1], r0
+        first, height = self._strip_rows(r0, r1)
+        tallest = max(self._strip_rows(c[2], c[3])[1] for c in plan)
+        most_nb = max(c[1] - c[0] for c in plan)
+        strip = self.scratch.get(f"strip{worker}", (most_nb, self.c, tallest, self.padded_w),
+                                 x.dtype, fill=0)[:b1 - b0, :, :height]
+        inside = strip[:, :, :, self.pad:self.pad + self.w]   # the other columns stay 0
+        lo, hi = max(0, first), min(self.h, first + height)
+        inside[:, :, :lo - first] = 0                        # rows above the image
+        inside[:, :, hi - first:] = 0                        # rows below it
+        inside[:, :, lo - first:hi - first] = x[b0:b1, :, lo:hi]
+        return strip, 0
+
+    def _strip_rows(self, r0, r1):
+        """(first input row, number of rows) that output rows [r0, r1) read."""
+        first = r0 * self.stride_y - self.pad
+        last = (r1 - 1) * self.stride_y - self.pad + (self.k - 1) * self.dilation
+        return first, last - first + 1
 
     def _col_buffer(self, chunk, dtype, most, worker):
         b0, b1, r0, r1 = chunk
@@ -261,13 +314,18 @@ class ConvOp:
         im2col(xp[b0:b1, c0:c1], col[:, c0:c1], self.k, self.stride_y, self.stride_x,
                self.dilation, r0)
 
-    def _multiply(self, w3, col4, out4, chunk, filters, epilogue, worker, most):
-        """Filters [f0, f1) of a chunk: the product into `out`, or through the epilogue."""
+    def _multiply(self, w3, col4, out4, chunk, filters, epilogue, worker, most, bias):
+        """Filters [f0, f1) of a chunk: the product (+ bias) into `out`, or through the
+        epilogue."""
         b0, b1, r0, r1 = chunk
         f0, f1 = filters
         c0, c1 = r0 * self.out_w, r1 * self.out_w
+        bias3 = None if bias is None else bias.reshape(self.groups, self.m, 1)[:, f0:f1]
         if epilogue is None:
-            np.matmul(w3[:, f0:f1], col4, out=out4[b0:b1, :, f0:f1, c0:c1])
+            target = out4[b0:b1, :, f0:f1, c0:c1]
+            np.matmul(w3[:, f0:f1], col4, out=target)
+            if bias3 is not None:
+                target += bias3
             return
         # A contiguous product buffer: writing the GEMM result straight into the strided
         # output region is slower when the row stride is a multiple of 4 KiB (416x416).
@@ -276,13 +334,17 @@ class ConvOp:
                                      (nb, self.groups, f1 - f0 if self.groups == 1 else self.m,
                                       c1 - c0), out4.dtype, most)
         np.matmul(w3[:, f0:f1], col4, out=product)
+        if bias3 is not None:
+            product += bias3
         epilogue(product.reshape(nb, -1, c1 - c0), (b0, b1, f0, f1, c0, c1), worker)
 
-    def _filter_blocks(self, xp, w3, out4, chunk, epilogue, threads, most):
+    def _filter_blocks(self, xp, w3, out4, chunk, epilogue, threads, most, bias):
         """One chunk, shared by `threads` threads: im2col split by input channels, then the
         product (and epilogue) split by blocks of filters."""
         if self.direct:
-            col4 = self._chunk_columns(xp, chunk, most, 0)
+            b0, b1, r0, r1 = chunk
+            col4 = xp.reshape(xp.shape[0], self.groups, self.cg, self.spatial)[
+                b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
         else:
             col = self._col_buffer(chunk, xp.dtype, most, 0)
             parallel.run([lambda cb=cb: self._im2col(xp, col, chunk, cb)
@@ -290,7 +352,7 @@ class ConvOp:
             col4 = self._col4(col)
         blocks = parallel.bounds(self.n, threads, align=16)
         parallel.run([lambda w=w, fb=fb: self._multiply(w3, col4, out4, chunk, fb, epilogue,
-                                                        w, most)
+                                                        w, most, bias)
                       for w, fb in enumerate(blocks)])
 
     # ------------------------------------------------------------------ backward
@@ -324,7 +386,7 @@ class ConvOp:
         for chunk in self.chunks(batch, dy.dtype.itemsize):
             b0, b1, r0, r1 = chunk
             nb = b1 - b0
-            col = self._col_buffer(chunk, dy.dtype, most, 0)
+            col = self._col_buffer(chunk, dy.dtype, most, "back")
             col4 = self._col4(col)
             dyc = dy4[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
             if wu3 is not None:

@@ -169,6 +169,33 @@ def test_forward_matches_direct_reference(geometry):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("batch_normalize", [0, 1])
+def test_inference_in_row_chunks_matches_direct_reference(geometry, batch_normalize,
+                                                          monkeypatch):
+    """Chunks of one or two output rows: each pads its own input rows (zero rows above and
+    below the image) and carries the bias as a row of ones in its column matrix."""
+    monkeypatch.setattr(ops, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(ops, "MIN_CHUNK_COLS", 1)
+    size, stride, pad, padding, groups, dilation, sx, sy = geometry
+    body = conv_section(*geometry).replace("activation=linear",
+                                           f"activation=linear\nbatch_normalize={batch_normalize}")
+    net = build(net_cfg(body, w=7, h=9), gradients="darknet")
+    layer = net.layers[0]
+    rng = np.random.default_rng(8)
+    randomize(net, rng)
+    x = rng.normal(size=(2, 4, 9, 7)).astype(np.float32)
+    assert len(layer.op.chunks(2, 4, 2)) >= 4
+    out = net.forward(x).copy()
+    p = (size // 2 if pad else padding) * dilation
+    conv = conv_reference(x, layer.weights, sy or stride, sx or stride, p, dilation, groups)
+    c = (slice(None), None, None)
+    if batch_normalize:
+        conv = ((conv - layer.rolling_mean[c]) / (np.sqrt(layer.rolling_variance[c]) + 1e-6)
+                * layer.scales[c])
+    np.testing.assert_allclose(out, conv + layer.biases[c], rtol=1e-5, atol=1e-5)
+
+
 def test_chunked_im2col_equals_whole(monkeypatch):
     """Force tiny column chunks (bands of rows, one sample at a time) and compare forward and
     backward with the unchunked computation."""

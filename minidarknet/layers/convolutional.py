@@ -205,16 +205,23 @@ class Convolutional(WeightedLayer):
             weights = self._scaled_weights(scale)
             scale = None
         x_pre3 = self._x_pre3()
+        # Without a scale left to apply, im2col + GEMM adds the bias itself (in the GEMM).
+        shift_in_op = winograd is None and scale is None
 
         def epilogue(product, region, worker):
             b0, b1, f0, f1, c0, c1 = region
             if scale is not None:
                 np.multiply(product, scale[f0:f1, None], out=product)
-            np.add(product, shift[f0:f1, None], out=product)
+            if not shift_in_op:
+                np.add(product, shift[f0:f1, None], out=product)
             self._activate_into(out3[b0:b1, f0:f1, c0:c1], product,
                                 None if x_pre3 is None else x_pre3[b0:b1, f0:f1, c0:c1])
 
-        (winograd or self.op).forward(x, weights, out, epilogue, threads)
+        if winograd is not None:
+            winograd.forward(x, weights, out, epilogue, threads)
+        else:
+            self.op.forward(x, weights, out, epilogue, threads,
+                            bias=shift if shift_in_op else None)
 
     def _scaled_weights(self, scale):
         buf = getattr(self, "_weights_buffer", None)
