@@ -14,7 +14,7 @@ with kdim = (C/groups)*k*k, so one np.matmul call multiplies every group of ever
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import parallel
+from . import kernels, parallel
 
 NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
 
@@ -534,16 +534,22 @@ class WinogradConv:
         region (0, B, f0, f1, 0, h*w)."""
         batch, dtype = x.shape[0], x.dtype
         th, tw = self.tiles_h, self.tiles_w
-        xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
-        t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
         v = self.scratch.get("tiles", (4, 4, batch, self.c, th, tw), dtype)
+        xp = t = None
+        if not kernels.enabled():
+            xp = self.scratch.get("xp", (batch, self.c, 2 * th + 2, 2 * tw + 2), dtype, fill=0)
+            t = self.scratch.get("rows", (4, batch, self.c, th, 2 * tw + 2), dtype)
         # Each thread transforms some input channels and checks part of the weight cache.
         channel_blocks = parallel.bounds(self.c, threads)
         spans = parallel.bounds(weights.size, len(channel_blocks))
         matches = [False] * len(spans)
 
         def prepare(i):
-            self._input_tiles(x, xp, t, v, channel_blocks[i])
+            if kernels.enabled():
+                kernels.winograd_input(x, v.reshape(16, batch, self.c, th, tw),
+                                       *channel_blocks[i])
+            else:
+                self._input_tiles(x, xp, t, v, channel_blocks[i])
             matches[i] = self.cache_matches(weights, spans[i])
 
         parallel.run([lambda i=i: prepare(i) for i in range(len(spans))])
@@ -552,14 +558,18 @@ class WinogradConv:
         u = self.transformed_weights(weights, checked=True)
         v = v.reshape(16, batch, self.c, th * tw)
         m = self.scratch.get("m", (16, batch, self.n, th * tw), dtype)
-        s = self.scratch.get("half", (2, 4, batch, self.n, th, tw), dtype)
+        s = None if kernels.enabled() else self.scratch.get(
+            "half", (2, 4, batch, self.n, th, tw), dtype)
         target = out if epilogue is None else self.scratch.get(
             "product", (batch, self.n, self.h, self.w), dtype)
 
         def filters(worker, f0, f1):
             np.matmul(u[:, None, f0:f1], v, out=m[:, :, f0:f1])
-            self._output_tiles(m.reshape(4, 4, batch, self.n, th, tw)[:, :, :, f0:f1],
-                               s[:, :, :, f0:f1], target[:, f0:f1])
+            if kernels.enabled():
+                kernels.winograd_output(m.reshape(16, batch, self.n, th, tw), target, f0, f1)
+            else:
+                self._output_tiles(m.reshape(4, 4, batch, self.n, th, tw)[:, :, :, f0:f1],
+                                   s[:, :, :, f0:f1], target[:, f0:f1])
             if epilogue is not None:
                 product = target[:, f0:f1].reshape(batch, f1 - f0, self.h * self.w)
                 epilogue(product, (0, batch, f0, f1, 0, self.h * self.w), worker)
@@ -627,7 +637,13 @@ class PoolOp:
         result is at least -FLT_MAX (Darknet starts from -FLT_MAX and keeps val > max).
 
         The maximum is separable: first over the window rows (contiguous rows of the input,
-        read once), then over the columns of that smaller array."""
+        read once), then over the columns of that smaller array (in kernels.py when compiled
+        kernels are available, else in numpy)."""
+        if kernels.enabled():
+            split_channels(lambda c0, c1: kernels.max_pool(
+                x, out, self.size, self.stride_y, self.stride_x, self.top, c0, c1),
+                self.c, x.nbytes)
+            return out
         xp = self.padded(x, NEG_FLT_MAX)
         k, sy, sx = self.size, self.stride_y, self.stride_x
         rows = self.scratch.get("rowmax", (x.shape[0], self.c, self.out_h, xp.shape[-1]),

@@ -113,9 +113,23 @@ def run(tasks):
     try:
         tasks[0]()
     finally:
-        wait(futures)       # no task may still write into shared buffers after we return
+        _wait_all(futures)
     for future in futures:
         future.result()
+
+
+def _wait_all(futures):
+    """Wait for every future, also when a signal handler raises meanwhile (the exception is
+    re-raised afterwards): no task may still write into shared buffers once run() is left."""
+    interruption = None
+    while True:
+        try:
+            wait(futures)
+            break
+        except BaseException as error:  # noqa: BLE001 - re-raised below
+            interruption = error
+    if interruption is not None:
+        raise interruption
 
 
 def _get_pool(size):

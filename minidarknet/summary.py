@@ -29,3 +29,21 @@ def format_table(net):
     lines.append(f"parameters: {params:,} ({params * 4 / 2**20:.2f} MiB of float32 weights)")
     lines.append(f"total BFLOPs: {total:.3f}")
     return "\n".join(lines)
+
+
+def runtime_info():
+    """What the forward pass runs on: numpy and its BLAS, the threads of a parallel region
+    (parallel.py), the compiled kernels (kernels.py)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from . import kernels, parallel
+    blas = [f"{d.get('internal_api')} {d.get('version')}" for d in threadpool_info()
+            if d.get("user_api") == "blas"]
+    return {"numpy": np.__version__, "blas": blas[0] if blas else "none found",
+            "threads": parallel.worker_threads(), "kernels": kernels.status()}
+
+
+def format_runtime(info):
+    return (f"runtime: numpy {info['numpy']} ({info['blas']}), {info['threads']} threads, "
+            f"compiled kernels: {info['kernels']}")

@@ -129,10 +129,12 @@ def test_info_prints_the_layer_table(write_cfg, capsys):
     assert lines[4].split()[:2] == ["3", "softmax"]
     params = (16 + 64 * 16 + 3 * 16) + (4 + 16 * 4)
     assert f"parameters: {params:,}" in "\n".join(lines)
+    assert lines[-1].startswith("runtime: numpy ") and "compiled kernels: " in lines[-1]
     assert cli("info", cfg, "--json") == 0
     table = json.loads(capsys.readouterr().out)
     assert [r["type"] for r in table["layers"]] == ["connected", "l2norm", "connected", "softmax"]
     assert table["parameters"] == params
+    assert table["runtime"]["threads"] >= 1 and table["runtime"]["kernels"]
 
 
 def test_checkout_cli_script_is_the_same_command(tmp_path):

@@ -12,11 +12,13 @@ import click
 def command(cfg, width, height, as_json):
     """Print the layers of CFG: type, filters, size/stride, input -> output, BFLOPs."""
     import minidarknet
-    from minidarknet.summary import format_table, layer_rows
+    from minidarknet.summary import format_runtime, format_table, layer_rows, runtime_info
     net = minidarknet.load(cfg, width=width, height=height, batch=1)
     if as_json:
         click.echo(json.dumps({"cfg": cfg, "input": [net.c, net.h, net.w],
                                "layers": layer_rows(net),
-                               "parameters": net.parameter_count()}, indent=1))
+                               "parameters": net.parameter_count(),
+                               "runtime": runtime_info()}, indent=1))
     else:
         click.echo(format_table(net))
+        click.echo(format_runtime(runtime_info()))
