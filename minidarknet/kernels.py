@@ -74,6 +74,14 @@ def winograd_output(m, out, f0, f1):
     _load().winograd_output(m, out, f0, f1)
 
 
+def conv_epilogue(product, scale, shift, slope, out, b0, f0, c0):
+    """out[b0+b, f0+i, c0:c0+L] = act(product[b, i] * scale[f0+i] + shift[f0+i]) for product
+    (nb, f, L), out (B, n, positions); act(v) = v if v > 0 else slope*v (leaky: 0.1, linear:
+    1); an empty scale or shift is skipped.  One pass instead of numpy's two or three.
+    Requires enabled()."""
+    _load().conv_epilogue(product, scale, shift, slope, out, b0, f0, c0)
+
+
 def _compile(numba):
     njit = numba.njit(nogil=True, cache=True)
     lowest = np.float32(-np.finfo(np.float32).max)
@@ -173,10 +181,30 @@ def _compile(numba):
                         if width % 2:
                             o[width - 1] = q0[half] + q1[half] + q2[half]
 
+    @njit
+    def conv_epilogue(product, scale, shift, slope, out, b0, f0, c0):
+        slope = product.dtype.type(slope)
+        size = product.shape[2]
+        for b in range(product.shape[0]):
+            for i in range(product.shape[1]):
+                src, dst = product[b, i], out[b0 + b, f0 + i, c0:c0 + size]
+                if scale.size:
+                    s = scale[f0 + i]
+                    for j in range(size):
+                        src[j] *= s
+                if shift.size:
+                    t = shift[f0 + i]
+                    for j in range(size):
+                        src[j] += t
+                for j in range(size):
+                    v = src[j]
+                    dst[j] = v if v > 0 else slope * v
+
     class Compiled:
         pass
 
     compiled = Compiled()
     compiled.max_pool, compiled.max_pool_2x2 = max_pool, max_pool_2x2
     compiled.winograd_input, compiled.winograd_output = winograd_input, winograd_output
+    compiled.conv_epilogue = conv_epilogue
     return compiled

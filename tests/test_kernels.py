@@ -71,3 +71,24 @@ def test_the_environment_variable_turns_the_kernels_off(monkeypatch):
     monkeypatch.delenv("MINIDARKNET_KERNELS")
     assert kernels.enabled()
     assert kernels.status().startswith("numba ")
+
+
+@pytest.mark.parametrize("body,shape", [
+    ("batch_normalize=1\nfilters=8\nsize=3\npad=1\nactivation=leaky", (3, 30, 28)),
+    ("batch_normalize=1\nfilters=40\nsize=3\npad=1\nactivation=leaky", (64, 5, 5)),
+    ("filters=24\nsize=3\npad=1\nbatch_normalize=1\nactivation=leaky", (64, 21, 20)),
+    ("filters=6\nsize=1\nactivation=linear", (10, 9, 9)),
+    ("filters=6\nsize=3\nstride=2\npad=1\ngroups=2\nactivation=linear", (4, 11, 12))])
+def test_compiled_convolution_epilogue_equals_numpy(body, shape, numpy_only):
+    """Bias / folded batch norm and leaky or linear in one compiled pass: the same numbers
+    on row chunks, filter blocks (scale not folded), Winograd, 1x1 and grouped layers."""
+    from test_conv import build, net_cfg, randomize
+    c, h, w = shape
+    net = build(net_cfg(f"[convolutional]\n{body}\n", batch=2, c=c, h=h, w=w),
+                gradients="darknet")
+    randomize(net, np.random.default_rng(9))
+    x = np.random.default_rng(10).normal(size=(2, c, h, w)).astype(np.float32)
+    numpy_only(True)
+    expected = net.forward(x).copy()
+    numpy_only(False)
+    np.testing.assert_array_equal(net.forward(x), expected)

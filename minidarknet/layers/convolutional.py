@@ -39,7 +39,7 @@ is checked bit for bit against the weights at every forward); training keeps im2
 """
 import numpy as np
 
-from .. import ops, parallel
+from .. import kernels, ops, parallel
 from . import share, xnor
 from .base import WeightedLayer, uniform_weights
 from .batchnorm import EPS_FORWARD, bn_backward, bn_forward
@@ -208,20 +208,34 @@ class Convolutional(WeightedLayer):
         # Without a scale left to apply, im2col + GEMM adds the bias itself (in the GEMM).
         shift_in_op = winograd is None and scale is None
 
-        def epilogue(product, region, worker):
-            b0, b1, f0, f1, c0, c1 = region
-            if scale is not None:
-                np.multiply(product, scale[f0:f1, None], out=product)
-            if not shift_in_op:
-                np.add(product, shift[f0:f1, None], out=product)
-            self._activate_into(out3[b0:b1, f0:f1, c0:c1], product,
-                                None if x_pre3 is None else x_pre3[b0:b1, f0:f1, c0:c1])
+        slope = {"leaky": 0.1, "linear": 1.0}.get(self.activation.name)
+        if slope is not None and x_pre3 is None and kernels.enabled():
+            none = np.empty(0, out.dtype)
+            scale_k = none if scale is None else scale
+            shift_k = none if shift_in_op else shift
 
+            def epilogue(product, region, worker):
+                b0, _, f0, _, c0, _ = region
+                kernels.conv_epilogue(product, scale_k, shift_k, slope, out3, b0, f0, c0)
+        else:
+            epilogue = self._numpy_epilogue(out3, scale, None if shift_in_op else shift,
+                                            x_pre3)
         if winograd is not None:
             winograd.forward(x, weights, out, epilogue, threads)
         else:
             self.op.forward(x, weights, out, epilogue, threads,
                             bias=shift if shift_in_op else None)
+
+    def _numpy_epilogue(self, out3, scale, shift, x_pre3):
+        def epilogue(product, region, worker):
+            b0, b1, f0, f1, c0, c1 = region
+            if scale is not None:
+                np.multiply(product, scale[f0:f1, None], out=product)
+            if shift is not None:
+                np.add(product, shift[f0:f1, None], out=product)
+            self._activate_into(out3[b0:b1, f0:f1, c0:c1], product,
+                                None if x_pre3 is None else x_pre3[b0:b1, f0:f1, c0:c1])
+        return epilogue
 
     def _scaled_weights(self, scale):
         buf = getattr(self, "_weights_buffer", None)
