@@ -9,7 +9,9 @@ process (numpy's BLAS threads and OpenCV's must not share 2 cores), the two runn
 for --rounds rounds, and each process reports the median of --runs forward passes after 2
 warm-up passes.  Prints the medians, minidarknet's time as a ratio of OpenCV's, and whether
 the two agree on the outputs of the layers in front of the yolo heads.  OpenCV is optional
-(pip install 'minidarknet[opencv]'); without it only minidarknet is timed.
+(pip install 'minidarknet[opencv]'); without it only minidarknet is timed.  minidarknet runs
+its compiled kernels when numba is installed (pip install 'minidarknet[fast]'); the first line
+says whether it is, and MINIDARKNET_KERNELS=numpy times the numpy-only code instead.
 """
 import argparse
 import json
@@ -121,8 +123,11 @@ def main():
     except ImportError:
         have_cv, cv_version = False, None
     import numpy as np
+    sys.path.insert(0, str(ROOT))
+    from minidarknet import kernels
     print(f"yolov3-tiny {args.size}x{args.size}, batch 1; numpy {np.__version__} "
           f"({blas_info()}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}); "
+          f"minidarknet kernels: {kernels.status()}; "
           f"OpenCV {cv_version or 'not installed'}; {os.cpu_count()} CPUs")
     if not have_cv:
         print("OpenCV DNN with readNetFromDarknet is not available "
