@@ -146,11 +146,15 @@ class Network:
         self.input_delta = np.zeros_like(x) if self.train and input_delta else None
         self.x = self.input = x
         self.delta = None
+        # Layers split their work over threads while BLAS runs single-threaded (parallel.py);
+        # those that rely on BLAS's own threads get them back.
         with parallel.region():
             for index, layer in enumerate(self.layers):
                 self.index = index
+                threads = parallel.blas_restored() if layer.blas_threads else \
+                    contextlib.nullcontext()
                 with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"), \
-                        (parallel.blas_restored() if layer.blas_threads else contextlib.nullcontext()):
+                        threads:
                     layer.forward(self)
                 self.input = layer.output
                 if layer.truth:

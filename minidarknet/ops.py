@@ -187,6 +187,12 @@ class ConvOp:
         return [(b, b + 1, r0, r1) for b in range(batch)
                 for r0, r1 in parallel.bounds(self.out_h, per_sample)]
 
+    def chunk_extents(self, plan):
+        """(samples, output rows, input rows) of the largest chunks of a plan: what the
+        per-chunk buffers must hold."""
+        return (max(b1 - b0 for b0, b1, _, _ in plan), max(r1 - r0 for _, _, r0, r1 in plan),
+                max(self._strip_rows(r0, r1)[1] for _, _, r0, r1 in plan))
+
     def largest_chunk(self, batch, itemsize, parts=1):
         """Samples x output rows of the largest chunk (what the chunk buffers must hold)."""
         return max((b1 - b0) * (r1 - r0)
@@ -227,9 +233,11 @@ class ConvOp:
         w3 = self._weights_and_bias(weights, bias) if ones else self.weights3(weights)
         extra_bias = None if ones else bias
 
+        extents = self.chunk_extents(plan)
+
         def rows_of(worker, share):
             for chunk in share:
-                col4 = self._chunk_columns(x, plan, chunk, most, worker, ones)
+                col4 = self._chunk_columns(x, extents, chunk, most, worker, ones)
                 self._multiply(w3, col4, out4, chunk, (0, self.n), epilogue, worker, most,
                                extra_bias)
 
@@ -247,7 +255,7 @@ class ConvOp:
         wb[0, :, 1:] = weights.reshape(self.n, self.kdim)
         return wb
 
-    def _chunk_columns(self, x, plan, chunk, most, worker, ones):
+    def _chunk_columns(self, x, extents, chunk, most, worker, ones):
         """The column matrix of a chunk, (nb, groups, [1 +] kdim, positions): a view of the
         input for direct 1x1 convolutions, else built by im2col in the worker's buffer from
         the chunk's padded input rows (with a first row of ones if `ones`)."""
@@ -256,24 +264,25 @@ class ConvOp:
         if self.direct:
             flat = x.reshape(x.shape[0], self.groups, self.cg, self.spatial)
             return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
-        most_nb = max(c[1] - c[0] for c in plan)
-        most_cols = max(c[3] - c[2] for c in plan) * self.out_w
+        most_nb, most_rows, _ = extents
         cols = rows * self.out_w
         if ones:
             # Allocated as ones; im2col never writes row 0, so it stays ones.  The row
-            # stride is fixed (most_cols) so that chunks of fewer rows keep it in place.
-            buf = self.scratch.get(f"col_ones{worker}", (most_nb, 1 + self.kdim, most_cols),
-                                   x.dtype, fill=1)
+            # stride is fixed (the largest chunk's) so that smaller chunks keep it in place;
+            # im2col's target is a view of the other rows.
+            buf = self.scratch.get(f"col_ones{worker}",
+                                   (most_nb, 1 + self.kdim, most_rows * self.out_w), x.dtype,
+                                   fill=1)
             matrix = buf[:nb, :, :cols]
             target = matrix[:, 1:].reshape(nb, self.c, self.k, self.k, rows, self.out_w)
         else:
             target = self._col_buffer(chunk, x.dtype, most, worker)
             matrix = target.reshape(nb, -1, cols)
-        source, row0 = self._input_rows(x, plan, chunk, worker)
+        source, row0 = self._input_rows(x, extents, chunk, worker)
         im2col(source, target, self.k, self.stride_y, self.stride_x, self.dilation, row0)
         return matrix.reshape(nb, self.groups, -1, cols)
 
-    def _input_rows(self, x, plan, chunk, worker):
+    def _input_rows(self, x, extents, chunk, worker):
         """(padded input holding the chunk's windows, index of the chunk's first output row
         in it): x itself without padding, else the rows the chunk reads, copied into the
         worker's zero-bordered strip."""
@@ -281,8 +290,7 @@ class ConvOp:
         if not self.needs_padding:
             return x[b0:b1], r0
         first, height = self._strip_rows(r0, r1)
-        tallest = max(self._strip_rows(c[2], c[3])[1] for c in plan)
-        most_nb = max(c[1] - c[0] for c in plan)
+        most_nb, _, tallest = extents
         strip = self.scratch.get(f"strip{worker}", (most_nb, self.c, tallest, self.padded_w),
                                  x.dtype, fill=0)[:b1 - b0, :, :height]
         inside = strip[:, :, :, self.pad:self.pad + self.w]   # the other columns stay 0

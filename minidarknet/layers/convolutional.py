@@ -32,7 +32,10 @@ not reproduced: minidarknet follows pjreddie's CPU numbers, as the golden cases 
 
 Inference batch norm is Darknet's (pjreddie CPU) gamma*(x - mean)/(sqrt(var) + 1e-6) + beta,
 computed as a per-channel affine map; on large feature maps the scale is multiplied into a
-fresh copy of the weights at every forward (cheaper than scaling the output, and never stale).
+fresh copy of the weights at every forward (cheaper than scaling the output, and never stale)
+and the bias rides in the GEMM.  The rest of the affine map and leaky/linear activations run
+in one compiled pass when numba is installed (kernels.py), else in numpy.  Inside
+Network.forward the work is split over threads (parallel.py, ops.ConvOp.forward).
 Inference forward of 3x3 / stride 1 / padding 1 / ungrouped layers with 64+ input channels on
 20x20..52x52 maps runs by Winograd F(2x2, 3x3) (ops.WinogradConv; its transformed-weight cache
 is checked bit for bit against the weights at every forward); training keeps im2col + GEMM.
@@ -207,26 +210,27 @@ class Convolutional(WeightedLayer):
         x_pre3 = self._x_pre3()
         # Without a scale left to apply, im2col + GEMM adds the bias itself (in the GEMM).
         shift_in_op = winograd is None and scale is None
-
-        slope = {"leaky": 0.1, "linear": 1.0}.get(self.activation.name)
-        if slope is not None and x_pre3 is None and kernels.enabled():
-            none = np.empty(0, out.dtype)
-            scale_k = none if scale is None else scale
-            shift_k = none if shift_in_op else shift
-
-            def epilogue(product, region, worker):
-                b0, _, f0, _, c0, _ = region
-                kernels.conv_epilogue(product, scale_k, shift_k, slope, out3, b0, f0, c0)
-        else:
-            epilogue = self._numpy_epilogue(out3, scale, None if shift_in_op else shift,
-                                            x_pre3)
+        epilogue = self._epilogue(out3, scale, None if shift_in_op else shift, x_pre3)
         if winograd is not None:
             winograd.forward(x, weights, out, epilogue, threads)
         else:
             self.op.forward(x, weights, out, epilogue, threads,
                             bias=shift if shift_in_op else None)
 
-    def _numpy_epilogue(self, out3, scale, shift, x_pre3):
+    def _epilogue(self, out3, scale, shift, x_pre3):
+        """epilogue(product, region, worker) for ConvOp / WinogradConv: out3's region =
+        act(product * scale + shift), scale and shift per filter (None: skipped)."""
+        slope = {"leaky": 0.1, "linear": 1.0}.get(self.activation.name)
+        if slope is not None and x_pre3 is None and kernels.enabled():
+            none = np.empty(0, out3.dtype)
+            scale_k = none if scale is None else scale
+            shift_k = none if shift is None else shift
+
+            def compiled(product, region, worker):
+                b0, _, f0, _, c0, _ = region
+                kernels.conv_epilogue(product, scale_k, shift_k, slope, out3, b0, f0, c0)
+            return compiled
+
         def epilogue(product, region, worker):
             b0, b1, f0, f1, c0, c1 = region
             if scale is not None:
