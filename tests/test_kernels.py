@@ -92,3 +92,23 @@ def test_compiled_convolution_epilogue_equals_numpy(body, shape, numpy_only):
     expected = net.forward(x).copy()
     numpy_only(False)
     np.testing.assert_array_equal(net.forward(x), expected)
+
+
+def test_winograd_on_small_maps_only_with_the_compiled_transforms(numpy_only, monkeypatch):
+    from test_conv import build, net_cfg, randomize
+    net = build(net_cfg("[convolutional]\nfilters=16\nsize=3\npad=1\nactivation=leaky\n",
+                        batch=1, c=64, h=13, w=13), gradients="darknet")
+    randomize(net, np.random.default_rng(11))
+    layer = net.layers[0]
+    assert layer.winograd is not None and layer.winograd.needs_kernels
+    calls = []
+    original = ops.WinogradConv.forward
+    monkeypatch.setattr(ops.WinogradConv, "forward",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    x = np.random.default_rng(12).normal(size=(1, 64, 13, 13)).astype(np.float32)
+    numpy_only(True)
+    im2col = net.forward(x).copy()
+    assert calls == []
+    numpy_only(False)
+    np.testing.assert_allclose(net.forward(x), im2col, rtol=1e-4, atol=1e-4)
+    assert calls == [1]

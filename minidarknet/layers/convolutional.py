@@ -37,8 +37,9 @@ and the bias rides in the GEMM.  The rest of the affine map and leaky/linear act
 in one compiled pass when numba is installed (kernels.py), else in numpy.  Inside
 Network.forward the work is split over threads (parallel.py, ops.ConvOp.forward).
 Inference forward of 3x3 / stride 1 / padding 1 / ungrouped layers with 64+ input channels on
-20x20..52x52 maps runs by Winograd F(2x2, 3x3) (ops.WinogradConv; its transformed-weight cache
-is checked bit for bit against the weights at every forward); training keeps im2col + GEMM.
+20x20..52x52 maps (13x13 and up with the compiled kernels) runs by Winograd F(2x2, 3x3)
+(ops.WinogradConv; its transformed-weight cache is checked bit for bit against the weights at
+every forward); training keeps im2col + GEMM.
 """
 import numpy as np
 
@@ -202,6 +203,8 @@ class Convolutional(WeightedLayer):
         # raw weights (its cache of their transform checks them at every use) and the
         # batch-norm scale is applied to the product in the epilogue.
         winograd = None if net.train else self.winograd
+        if winograd is not None and winograd.needs_kernels and not kernels.enabled():
+            winograd = None
         if winograd is None and scale is not None and self.weights.size <= out.size:
             # Cheaper to scale the weights than the output (large feature maps).  Done every
             # forward, so there is no cached copy to go stale when the weights change.
