@@ -3,15 +3,22 @@
 They are compiled by numba (the optional `fast` extra: pip install 'minidarknet[fast]') and
 give exactly the numbers of the numpy code they replace; without numba, or with the
 environment variable MINIDARKNET_KERNELS=numpy, that numpy code runs.  `status()` says which
-(minidarknet info prints it).
+(minidarknet info prints it).  The first use compiles them (a few seconds, then cached on
+disk by numba).
 
-Max-pooling is the case that pays: numpy needs a pass over the window rows and a pass with a
-stride-2 inner loop over the columns (no SIMD); the compiled loop reads each input row once.
-Measured on the project machine, one thread: the 16 x 416 x 416 max-pool of yolov3-tiny
-2.9 ms -> 0.4 ms, 32 x 208 x 208 1.0 -> 0.14 ms.  The kernels release the GIL, so the
-threads of a parallel region (parallel.py) run them side by side.
+Measured on the project machine, one thread, yolov3-tiny's layers:
+* max-pooling, where numpy needs a pass over the window rows and a pass with a stride-2 inner
+  loop (no SIMD): 16 x 416 x 416 2.9 -> 0.4 ms (0.27 ms with the 2x2/2 loop), 32 x 208 x 208
+  1.0 -> 0.14 ms;
+* the Winograd F(2x2, 3x3) input and output transforms (numpy: eight strided adds each over
+  rows of 13-26 values): 2.5-3x and 1.6-2x faster;
+* the convolution epilogue (scale, bias, leaky or linear) in one pass instead of two or
+  three: 2-5x faster.
+The kernels release the GIL, so the threads of a parallel region (parallel.py) run them side
+by side.
 """
 import os
+import threading
 
 import numpy as np
 
@@ -19,21 +26,27 @@ _compiled = None        # None: not tried yet; False: unavailable; else the name
 _reason = ""
 
 
+_lock = threading.Lock()
+
+
 def _load():
     global _compiled, _reason
     if _compiled is not None:
         return _compiled
+    with _lock:                     # threads of a parallel region may ask at the same time
+        if _compiled is None:
+            _compiled, _reason = _try_compile()
+    return _compiled
+
+
+def _try_compile():
     if os.environ.get("MINIDARKNET_KERNELS", "").lower() == "numpy":
-        _compiled, _reason = False, "off (MINIDARKNET_KERNELS=numpy)"
-        return _compiled
+        return False, "off (MINIDARKNET_KERNELS=numpy)"
     try:
         import numba
     except ImportError:
-        _compiled, _reason = False, "off (numba not installed: pip install 'minidarknet[fast]')"
-        return _compiled
-    _compiled = _compile(numba)
-    _reason = f"numba {numba.__version__}"
-    return _compiled
+        return False, "off (numba not installed: pip install 'minidarknet[fast]')"
+    return _compile(numba), f"numba {numba.__version__}"
 
 
 def enabled():
