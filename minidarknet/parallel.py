@@ -68,8 +68,8 @@ def region():
         if _regions == 0:
             _limiter = _blas_controller().limit(limits=1)
         _regions += 1
-    _local.workers = threads
     try:
+        _local.workers = threads
         yield
     finally:
         _local.workers = 1
