@@ -261,11 +261,10 @@ class ConvOp:
         """The column matrix of a chunk, (nb, groups, [1 +] kdim, positions): a view of the
         input for direct 1x1 convolutions, else built by im2col in the worker's buffer from
         the chunk's padded input rows (with a first row of ones if `ones`)."""
+        if self.direct:
+            return self._direct_columns(x, chunk)
         b0, b1, r0, r1 = chunk
         nb, rows = b1 - b0, r1 - r0
-        if self.direct:
-            flat = x.reshape(x.shape[0], self.groups, self.cg, self.spatial)
-            return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
         most_nb, most_rows, _ = extents
         cols = rows * self.out_w
         if ones:
@@ -277,12 +276,19 @@ class ConvOp:
                                    fill=1)
             matrix = buf[:nb, :, :cols]
             target = matrix[:, 1:].reshape(nb, self.c, self.k, self.k, rows, self.out_w)
+            columns = matrix.reshape(nb, 1, 1 + self.kdim, cols)
         else:
             target = self._col_buffer(chunk, x.dtype, most, worker)
-            matrix = target.reshape(nb, -1, cols)
+            columns = self._col4(target)
         source, row0 = self._input_rows(x, extents, chunk, worker)
         im2col(source, target, self.k, self.stride_y, self.stride_x, self.dilation, row0)
-        return matrix.reshape(nb, self.groups, -1, cols)
+        return columns
+
+    def _direct_columns(self, x, chunk):
+        """A direct 1x1 convolution's column matrix of a chunk: a view of the input."""
+        b0, b1, r0, r1 = chunk
+        flat = x.reshape(x.shape[0], self.groups, self.cg, self.spatial)
+        return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
 
     def _input_rows(self, x, extents, chunk, worker):
         """(padded input holding the chunk's windows, index of the chunk's first output row
@@ -352,9 +358,7 @@ class ConvOp:
         """One chunk, shared by `threads` threads: im2col split by input channels, then the
         product (and epilogue) split by blocks of filters."""
         if self.direct:
-            b0, b1, r0, r1 = chunk
-            col4 = xp.reshape(xp.shape[0], self.groups, self.cg, self.spatial)[
-                b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
+            col4 = self._direct_columns(xp, chunk)
         else:
             col = self._col_buffer(chunk, xp.dtype, most, 0)
             parallel.run([lambda cb=cb: self._im2col(xp, col, chunk, cb)
