@@ -14,6 +14,7 @@ import numpy as np
 
 from . import parallel
 from .errors import ShapeError
+from .fork import resolve_fork
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
 
@@ -41,10 +42,11 @@ def _memory_errors(section, doing):
 
 class Network:
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
-                 channels=None, seed=None):
+                 channels=None, seed=None, fork=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
+        self.fork = resolve_fork(fork)      # whose numbers: fork.py lists every difference
         self.sections = sections
         self.path = sections[0].path
         self.rng = np.random.default_rng(seed)
