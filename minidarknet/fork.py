@@ -54,10 +54,13 @@ class Fork:
     # pjreddie: size 1 only (gemm with beta=0 straight into it); AlexeyAB: every size (its
     # col2im_cpu_ext zeroes the destination first); "never" would be the mathematics
     conv_backward_overwrites: str       # "size1" | "always"
-    # ---- activations on the CPU (AlexeyAB's generic activate() has no RELU6 case: 0; its
-    # gelu gradient evaluates the x-formula at the output y; tanh written 2/(1+e^-2x) - 1)
-    relu6_outputs_zero: bool
+    # ---- activations on the CPU: the gelu gradient evaluates the x-formula at the output y
+    # (AlexeyAB); tanh written (e^2x-1)/(e^2x+1) or 2/(1+e^-2x) - 1
     gelu_gradient_at_output: bool
+    # names the generic CPU activate() lacks (output 0, gradient 0) unless the layer computes
+    # them itself (AlexeyAB's convolution: swish, mish, hard_mish, normalize_channels*;
+    # shortcut: swish, mish; `layer.special_activations`)
+    cpu_activate_missing: frozenset
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
     # ---- update: adam=1 runs Adam on the CPU (neither fork: AlexeyAB's Adam is GPU-only)
     adam_on_cpu: bool
@@ -105,7 +108,8 @@ PJREDDIE = Fork(
     bn_backward_eps_inside_sqrt=1e-5, bn_backward_eps_outside_sqrt=0.0,
     bn_biases_train=True,
     conv_backward_overwrites="size1",
-    relu6_outputs_zero=False, gelu_gradient_at_output=False, tanh_formula="exp2x",
+    gelu_gradient_at_output=False, tanh_formula="exp2x",
+    cpu_activate_missing=frozenset(),
     adam_on_cpu=False,
     yolo_truth_floats=5, yolo_max_boxes=90,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
@@ -119,7 +123,10 @@ ALEXEYAB = Fork(
     bn_backward_eps_inside_sqrt=0.0, bn_backward_eps_outside_sqrt=1e-5,
     bn_biases_train=False,
     conv_backward_overwrites="always",
-    relu6_outputs_zero=True, gelu_gradient_at_output=True, tanh_formula="logistic",
+    gelu_gradient_at_output=True, tanh_formula="logistic",
+    cpu_activate_missing=frozenset(("relu6", "swish", "mish", "hard_mish", "normalize_channels",
+                                    "normalize_channels_softmax",
+                                    "normalize_channels_softmax_maxval")),
     adam_on_cpu=False,
     yolo_truth_floats=6, yolo_max_boxes=200,
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
@@ -156,7 +163,7 @@ PJREDDIE_SECTIONS = frozenset((
 # most AlexeyAB cfgs; a cfg using any of them was written for AlexeyAB's Darknet).
 AB_ONLY_KEYS = {
     "net": ("mosaic", "letter_box", "cutmix", "mixup", "blur", "gaussian_noise",
-            "track", "sequential_subdivisions", "adversarial_lr", "ema_alpha", "flip",
+            "track", "sequential_subdivisions", "adversarial_lr", "ema_alpha",
             "max_chart_loss", "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB",
             "label_smooth_eps", "resize_step", "contrastive", "unsupervised"),
     "yolo": ("scale_x_y", "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer",
@@ -204,7 +211,7 @@ def choose_fork(fork, sections, weights_version=None):
     """(Fork, reason): the caller's choice, or the default rule for fork=None (module doc)."""
     if fork is not None:
         chosen = resolve_fork(fork)
-        return chosen, f"chosen by the caller (fork={chosen.name})"
+        return chosen, f"chosen with fork={chosen.name}"
     if weights_version is not None and weights_version[2] >= ALEXEYAB.weights_revision:
         major, minor, revision = weights_version
         return ALEXEYAB, (f"the weights header is {major}.{minor}.{revision}: revision "
