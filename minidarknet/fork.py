@@ -35,6 +35,9 @@ class Fork:
     # [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id, max=)
     yolo_truth_floats: int
     yolo_max_boxes: int
+    # detector training data: pjreddie's load_data_detection (augment.py) or AlexeyAB's
+    # (data_ab.py: mosaic, letter_box, resize=, blur, noise, random input sizes)
+    detector_loader: str
     # weights header revision written by save_weights
     weights_revision: int
 
@@ -49,6 +52,7 @@ PJREDDIE = Fork(
     bn_biases_train=True,
     conv1x1_backward_overwrites=True,
     yolo_truth_floats=5, yolo_max_boxes=90,
+    detector_loader="pjreddie",
     weights_revision=0,
 )
 
@@ -59,6 +63,7 @@ ALEXEYAB = Fork(
     bn_biases_train=False,
     conv1x1_backward_overwrites=False,
     yolo_truth_floats=6, yolo_max_boxes=200,
+    detector_loader="alexeyab",
     weights_revision=5,
 )
 
