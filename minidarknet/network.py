@@ -56,6 +56,7 @@ class Network:
         for key, value in options.core.items():
             setattr(self, key, value)
         self.seen = 0
+        self.iteration = 0      # updates done (AlexeyAB's cur_iteration; set by load_weights)
         self.weights_version = (0, 2, 0)
         self.layers = []
         shape = InShape(self.batch, self.c, self.h, self.w, self.inputs)
@@ -218,6 +219,7 @@ class Network:
         batch = self.batch * self.subdivisions
         for layer in self.layers:
             layer.update(rate, self.momentum, self.decay, batch)
+        self.iteration += 1
 
     def train_step(self, x, truth):
         """Darknet's train_network: x holds batch*subdivisions rows (any multiple of batch);

@@ -46,7 +46,7 @@ import numpy as np
 from .. import kernels, ops, parallel
 from . import share, xnor
 from .base import WeightedLayer, uniform_weights
-from .batchnorm import EPS_FORWARD, bn_backward, bn_forward
+from .batchnorm import bn_backward, bn_biases_train, bn_forward
 from .registry import register
 
 # AlexeyAB keys that change the maths and are not implemented: key -> what it is.
@@ -260,10 +260,11 @@ class Convolutional(WeightedLayer):
 
     def _affine(self, dtype):
         """(scale, shift) with out*scale + shift = Darknet's inference output before the
-        activation: biases alone, or gamma*(x - mean)/(sqrt(var) + 1e-6) + beta."""
+        activation: biases alone, or gamma*(x - mean)/denominator + beta with the fork's
+        denominator (pjreddie sqrt(var) + 1e-6, AlexeyAB sqrt(var + 1e-5))."""
         if not self.batch_normalize:
             return None, self.biases
-        scale = (self.scales / (np.sqrt(self.rolling_variance) + EPS_FORWARD)).astype(dtype)
+        scale = (self.scales / self.fork.bn_denominator(self.rolling_variance)).astype(dtype)
         shift = (self.biases - self.rolling_mean * scale).astype(dtype)
         return scale, shift
 
@@ -306,12 +307,16 @@ class Convolutional(WeightedLayer):
         if self.batch_normalize:
             if self._bn_affine:
                 self._recompute_bn_input(x)
-            bn_backward(self, delta3, self.train)
+            bn_backward(self, delta3, self.train, biases=bn_biases_train(self, net))
         else:
             self.bias_updates += delta3.sum(axis=(0, 2))
         prev = self.prev_delta(net, x.shape)
-        # Darknet (pjreddie CPU) writes a 1x1 convolution's input delta with beta=0.
-        overwrite = self.size == 1 and not self.exact
+        # Darknet writes (not adds) the input delta: pjreddie for 1x1 kernels (gemm beta=0),
+        # AlexeyAB for every size (its col2im zeroes the destination first).
+        overwrite = not self.exact and self.fork.conv_overwrites_delta(self.size)
+        if overwrite and prev is not None and not self.op.direct:
+            prev.fill(0)
+            overwrite = False
         self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
 
     def _recompute_bn_input(self, x):
