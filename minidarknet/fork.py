@@ -35,6 +35,8 @@ class Fork:
     # [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id, max=)
     yolo_truth_floats: int
     yolo_max_boxes: int
+    # whose [yolo] training loss: "pjreddie" (layers/yolo.py) or "alexeyab" (yolo_loss_ab.py)
+    yolo_loss: str
     # weights header revision written by save_weights
     weights_revision: int
 
@@ -48,7 +50,7 @@ PJREDDIE = Fork(
     bn_backward_eps_inside_sqrt=1e-5, bn_backward_eps_outside_sqrt=0.0,
     bn_biases_train=True,
     conv1x1_backward_overwrites=True,
-    yolo_truth_floats=5, yolo_max_boxes=90,
+    yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
     weights_revision=0,
 )
 
@@ -58,7 +60,7 @@ ALEXEYAB = Fork(
     bn_backward_eps_inside_sqrt=0.0, bn_backward_eps_outside_sqrt=1e-5,
     bn_biases_train=False,
     conv1x1_backward_overwrites=False,
-    yolo_truth_floats=6, yolo_max_boxes=200,
+    yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
     weights_revision=5,
 )
 
