@@ -299,6 +299,10 @@ def truth_cells(tbox, layer):
 class AlexeyABYoloLoss:
     """The loss keys of one [yolo] section and AB's process_batch over a batch."""
 
+    smooth_positives = True       # objectness_smooth also applies to step 2's positives
+    class_check_first = False     # delta_yolo_class checks the class_id entry (not class 0)
+    reads_focal = True            # focal_loss and show_details are [yolo] keys
+
     def __init__(self, layer, section):
         s = section
         self.layer = layer
@@ -310,7 +314,7 @@ class AlexeyABYoloLoss:
         self.max_delta = s.float("max_delta", math.inf)
         self.multipliers = class_multipliers(s, layer.classes, self.max_delta)
         self.label_smooth_eps = s.float("label_smooth_eps", 0.0)
-        self.focal_loss = s.int("focal_loss", 0)
+        self.focal_loss = s.int("focal_loss", 0) if self.reads_focal else 0
         self.objectness_smooth = s.int("objectness_smooth", 0)
         self.iou_thresh = s.float("iou_thresh", 1.0)
         kind = s.str("iou_thresh_kind", "iou")
@@ -319,7 +323,7 @@ class AlexeyABYoloLoss:
                  f"(as AlexeyAB does)")
             kind = "iou"
         self.iou_thresh_kind = kind
-        self.show_details = s.int("show_details", 1)
+        self.show_details = s.int("show_details", 1) if self.reads_focal else 1
 
     # ------------------------------------------------------------------ helpers
     def _mult(self, class_id):
@@ -383,7 +387,7 @@ class AlexeyABYoloLoss:
         from .yolo import class_ids, valid_truth_count
         layer = self.layer
         n, hw = layer.n, layer.out_h * layer.out_w
-        entries = layer.entries
+        entries = out_b.shape[1]
         boxes = boxes_all[:valid_truth_count(boxes_all)]
         ids = class_ids(boxes[:, 4], layer.classes, layer) if len(boxes) else np.zeros(0, int)
         tbox = boxes[:, :4].astype(F32)
@@ -409,13 +413,7 @@ class AlexeyABYoloLoss:
             best_t = np.argmax(iou, axis=-1)
             best_iou = np.maximum(np.max(iou, axis=-1), F32(0))
             ignored = best_match > F32(layer.ignore_thresh)
-            if self.objectness_smooth:
-                # max(obj_norm*(0 - obj), obj_norm*(iou - obj)): the IoU target when iou > 0
-                take = ignored & (on * (best_match - obj) > on * (F32(0) - obj))
-                state.set_iou_target(take, 4, best_match, best_match_t, 1)
-                state.W[:, 4][ignored & ~take] = on
-            else:
-                state.W[:, 4][ignored] = 0
+            self._ignored_objectness(out_b, state, ignored, best_match, best_match_t, ids)
             positive = best_iou > F32(layer.truth_thresh)
             if positive.any():
                 self._truth_thresh_cells(out_b, pred, positive, best_t, best_iou, tbox, ids,
@@ -425,12 +423,23 @@ class AlexeyABYoloLoss:
         # objectness and class deltas: W*(T - p) as AB writes them
         p = out_b[:, 4:]
         delta_b[:, 4:] = state.W[:, 4:] * (state.T[:, 4:] - p)
-        if self.iou_thresh < 1 and len(boxes):
+        if len(boxes):
             self._average_box_deltas(delta_b, exact_b, state)
         totals["objective"] += self._entries_objective(z_b, out_b, state, exact_b, pred, tbox,
                                                         net_w, net_h)
 
-    # ------------------------------------------------------------------ step 1: truth_thresh
+    # ------------------------------------------------------------------ step 1
+    def _ignored_objectness(self, out_b, state, ignored, best_match, best_match_t, ids):
+        """Predictions whose best class-matching IoU is > ignore_thresh."""
+        on = F32(self.obj_normalizer)
+        obj = out_b[:, 4]
+        if self.objectness_smooth:
+            # max(obj_norm*(0 - obj), obj_norm*(iou - obj)): the IoU target when iou > 0
+            take = ignored & (on * (best_match - obj) > on * (F32(0) - obj))
+            state.set_iou_target(take, 4, best_match, best_match_t, 1)
+        else:
+            state.W[:, 4][ignored] = 0
+
     def _truth_thresh_cells(self, out_b, pred, positive, best_t, best_iou, tbox, ids, state,
                             delta_b, net_w, net_h, exact_b, totals):
         layer = self.layer
@@ -454,6 +463,9 @@ class AlexeyABYoloLoss:
                   exact_b, totals, counted=False)
 
     # ------------------------------------------------------------------ step 2: each truth
+    def _truth_cells(self, tbox):
+        return truth_cells(tbox, self.layer)
+
     def _assignments(self, tbox, net_w, net_h):
         """(truth index, slot, anchor, cell) of every box delta step 2 makes, in AB's order."""
         layer = self.layer
@@ -471,7 +483,7 @@ class AlexeyABYoloLoss:
             if layer.mask[k] < layer.total:
                 slot_of[layer.mask[k]] = k
         thresh_iou = kinds[self.iou_thresh_kind].astype(F32)
-        cells = truth_cells(tbox, layer)
+        cells = self._truth_cells(tbox)
         rows = []
         for anchor in range(layer.total):
             slot = slot_of[anchor]
@@ -510,7 +522,7 @@ class AlexeyABYoloLoss:
             k = np.flatnonzero(rounds == r)
             s, c, m = slots[k], cells[k], mult[k]
             weight = (m * on).astype(F32)
-            if self.objectness_smooth:
+            if self.objectness_smooth and self.smooth_positives:
                 still_zero = state.current(out_b, s, 4, c) == 0
                 s0, c0 = s[still_zero], c[still_zero]
                 state.W[s0, 4, c0] = weight[still_zero]
@@ -528,7 +540,8 @@ class AlexeyABYoloLoss:
         if not self.layer.classes:
             return
         mult = self._mult(cls)
-        set_already = state.current(out_b, slots, 5 + cls, cells) != 0
+        check = 5 if self.class_check_first else 5 + cls
+        set_already = state.current(out_b, slots, check, cells) != 0
         # the class entry already has a delta: only it is rewritten
         s1, c1, k1 = slots[set_already], cells[set_already], cls[set_already]
         state.W[s1, 5 + k1, c1] = mult[set_already] if self.multipliers is not None else 1
@@ -616,6 +629,8 @@ class AlexeyABYoloLoss:
     def _average_box_deltas(self, delta_b, exact_b, state):
         """averages_yolo_deltas: a cell with a non-zero objectness delta divides its box
         deltas by its number of positive class deltas."""
+        if self.iou_thresh >= 1:
+            return
         positive = (delta_b[:, 5:] > 0).sum(axis=1)                  # (n, hw)
         divide = (delta_b[:, 4] != 0) & (positive > 0)
         count = np.where(divide, positive, 1).astype(F32)
@@ -784,3 +799,153 @@ class _ImageState:
         self.iou_src[slots, entries, cells] = truth
         self.iou_power[slots, entries, cells] = power
         self.focal[slots, entries, cells] = False
+
+
+# ----------------------------------------------------------------------------- [Gaussian_yolo]
+
+GAUSS_MEANS = [0, 2, 4, 6]          # x, y, w, h in AB's Gaussian layout
+GAUSS_SIGMAS = [1, 3, 5, 7]         # their uncertainties (after the logistic)
+SIGMA_CONST = 0.3                    # delta_gaussian_yolo_box's sigma_const
+NORMAL_EPS = 1e-9                    # its epsi
+
+
+class AlexeyABGaussianYoloLoss(AlexeyABYoloLoss):
+    """AB's forward_gaussian_yolo_layer loss.  The objectness/class logic is the [yolo] one run
+    on the layer's output reordered as x, y, w, h, objectness, classes, with the Gaussian
+    differences: objectness_smooth makes an ignored prediction's target IoU^2 and gives it
+    class deltas (step 2 has no smooth variant); delta_gaussian_yolo_class checks the class-0
+    entry (pjreddie's check); the box deltas are the Gaussian ones (below) for the 4 means and
+    4 uncertainties; every cell's 8 box deltas are divided by its number of positive class
+    deltas (always, not only with iou_thresh < 1); cost = sum(delta^2); no focal loss.
+    Box (mse): with d = t - mu, s = sigma (the uncertainty output), g = d/s and
+    N = exp(-g^2/2)/(sqrt(2 pi)(s + .3)): temp = .5*N/(N + 1e-9)*scale,
+    delta_mu = temp*g/s*iou_normalizer, delta_sigma = temp*(g^2/s - 1/(s + .3))*uc_normalizer;
+    iou losses replace delta_mu by dx_box_iou's (dw, dh times exp(tw), exp(th)).  NaN/inf
+    -> 0, clipped to +-max_delta (the uncertainty deltas too)."""
+
+    smooth_positives = False
+    class_check_first = True
+    reads_focal = False
+
+    def __init__(self, layer, section):
+        super().__init__(layer, section)
+        self.uc_normalizer = section.float("uc_normalizer", 1.0)
+        self._sigma = self._sigma_delta = None
+        self._b = 0
+
+    def compute(self, out, z, truth, net_w, net_h, exact):
+        classes_at = list(range(BOX_GAUSS_ENTRIES, out.shape[2]))
+        order = GAUSS_MEANS + classes_at
+        self._sigma = out[:, :, GAUSS_SIGMAS]
+        self._sigma_delta = np.zeros_like(self._sigma)
+        as_yolo = np.ascontiguousarray(out[:, :, order])
+        delta_yolo, _, _, _ = super().compute(as_yolo, as_yolo, truth, net_w, net_h, False)
+        delta = np.zeros_like(out)
+        delta[:, :, order] = delta_yolo
+        delta[:, :, GAUSS_SIGMAS] = self._sigma_delta
+        cost = float(np.square(delta, dtype=F64).sum())
+        return delta, cost, float("nan"), None
+
+    def _image(self, out_b, z_b, boxes_all, delta_b, net_w, net_h, totals, exact_b):
+        self._b = len(totals.setdefault("images", []))
+        totals["images"].append(None)
+        super()._image(out_b, z_b, boxes_all, delta_b, net_w, net_h, totals, exact_b)
+
+    def _entries_objective(self, *args):
+        return 0.0
+
+    def _ignored_objectness(self, out_b, state, ignored, best_match, best_match_t, ids):
+        if not self.objectness_smooth:
+            state.W[:, 4][ignored] = 0
+            return
+        slots, cells = np.nonzero(ignored)
+        t = best_match_t[slots, cells]
+        state.set_iou_target((slots, cells), 4, best_match[slots, cells], t, 2)
+        self._classes(out_b, state, slots, cells, ids[t])
+
+    def _average_box_deltas(self, delta_b, exact_b, state):
+        positive = (delta_b[:, 5:] > 0).sum(axis=1)
+        count = np.maximum(positive, 1).astype(F32)
+        delta_b[:, 0:4] /= count[:, None, :]
+        self._sigma_delta[self._b] /= count[:, None, :]
+
+    def _rel_boxes(self, out_b, slots, cells, anchors, net_w, net_h):
+        box = super()._rel_boxes(out_b, slots, cells, anchors, net_w, net_h)
+        point = self.layer.yolo_point
+        if point != "center":
+            sign = F32(1) if point == "left_top" else F32(-1)
+            box[:, 0] = box[:, 0] + sign * box[:, 2] / F32(2)
+            box[:, 1] = box[:, 1] + sign * box[:, 3] / F32(2)
+        return box
+
+    def _truth_cells(self, tbox):
+        layer = self.layer
+        point = layer.yolo_point
+        if point == "center":
+            return truth_cells(tbox, layer)
+        sign = F32(-1) if point == "left_top" else F32(1)
+        x = (tbox[:, 0] + sign * tbox[:, 2] / F32(2)) * F32(layer.out_w)
+        y = (tbox[:, 1] + sign * tbox[:, 3] / F32(2)) * F32(layer.out_h)
+        i = np.trunc(np.minimum(layer.out_w - 1, np.maximum(0, x))).astype(np.int64)
+        j = np.trunc(np.minimum(layer.out_h - 1, np.maximum(0, y))).astype(np.int64)
+        return j * layer.out_w + i
+
+    def _box(self, out_b, state, slots, cells, anchors, truths, mult, delta_b, net_w, net_h,
+             exact_b, totals, counted):
+        layer = self.layer
+        lw, lh = layer.out_w, layer.out_h
+        norm = (F32(self.iou_normalizer) * mult).astype(F32)
+        scale = (F32(2) - truths[:, 2] * truths[:, 3]).astype(F64)
+        v = out_b[slots, 0:4, cells]
+        sigma = self._sigma[self._b][slots, :, cells].astype(F64)
+        col, row = (cells % lw).astype(F32), (cells // lw).astype(F32)
+        aw = layer.biases[2 * anchors]
+        ah = layer.biases[2 * anchors + 1]
+        cx, cy = truths[:, 0], truths[:, 1]
+        if layer.yolo_point != "center":
+            sign = F32(-1) if layer.yolo_point == "left_top" else F32(1)
+            cx = cx + sign * truths[:, 2] / F32(2)
+            cy = cy + sign * truths[:, 3] / F32(2)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+            tx = cx * F32(lw) - col
+            ty = cy * F32(lh) - row
+            tw = np.log((truths[:, 2] * F32(net_w) / aw).astype(F64)).astype(F32)
+            th = np.log((truths[:, 3] * F32(net_h) / ah).astype(F64)).astype(F32)
+            d = (np.stack([tx, ty, tw, th], axis=-1) - v).astype(F64)
+            g = (d / sigma).astype(F32).astype(F64)
+            g2 = (g * g).astype(F32).astype(F64)
+            normal = (np.exp(g2 * -0.5) / (math.sqrt(math.pi * 2.0) * (sigma + SIGMA_CONST))
+                      ).astype(F32).astype(F64)
+            temp = (0.5 * (1.0 / (normal + NORMAL_EPS)) * normal * scale[:, None]
+                    ).astype(F32).astype(F64)
+            d_mean = (temp * g * (1.0 / sigma)).astype(F32)
+            d_sigma = (temp * (g2 / sigma - 1.0 / (sigma + SIGMA_CONST))).astype(F32)
+            if self.iou_loss != "mse":
+                pred = self._rel_boxes(out_b, slots, cells, anchors, net_w, net_h)
+                pred[:, 2][pred[:, 2] == 0] = 1
+                pred[:, 3][pred[:, 3] == 0] = 1
+                dx = dx_box_iou(pred, truths, self.iou_loss).astype(F32)
+                if layer.yolo_point == "left_top":
+                    dx[:, 0] -= dx[:, 2] / F32(2)
+                    dx[:, 1] -= dx[:, 3] / F32(2)
+                elif layer.yolo_point == "right_bottom":
+                    dx[:, 0] += dx[:, 2] / F32(2)
+                    dx[:, 1] += dx[:, 3] / F32(2)
+                dx[:, 2] = (dx[:, 2] * np.exp(v[:, 2].astype(F64))).astype(F32)
+                dx[:, 3] = (dx[:, 3] * np.exp(v[:, 3].astype(F64))).astype(F32)
+                d_mean = dx
+            d_mean = (d_mean * norm[:, None]).astype(F32)
+            d_sigma = (d_sigma * F32(self.uc_normalizer)).astype(F32)
+        for arr in (d_mean, d_sigma):
+            arr[~np.isfinite(arr)] = 0
+            if math.isfinite(self.max_delta):
+                np.clip(arr, -F32(self.max_delta), F32(self.max_delta), out=arr)
+        if counted:
+            totals["count"] += len(slots)
+        sigma_delta = self._sigma_delta[self._b]
+        for e in range(4):
+            np.add.at(delta_b[:, e, :], (slots, cells), d_mean[:, e])
+            np.add.at(sigma_delta[:, e, :], (slots, cells), d_sigma[:, e])
+
+
+BOX_GAUSS_ENTRIES = 8
