@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from .augment import AugmentOptions, augment_classifier_image, augment_detector_image
-from .data_ab import ABDetectorLoader, detector_only_keys, uses_ab_loader
+from .data_ab import ABDetectorLoader, detector_only_keys, truth_layout, uses_ab_loader
 from .errors import DarknetWarning, DataError, MiniDarknetError
 from .image import load_image, prepare_image, resize_min_crop, to_channels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pnm", ".tga"}
-DETECTION_TYPES = ("yolo", "region")
+DETECTION_TYPES = ("yolo", "region", "Gaussian_yolo")
 BAD_DATA_MODES = ("skip", "fail")
 MAX_WARNINGS = 20
 DATA_STREAM = 2        # the third word of the per-iteration seed (the network uses 1)
@@ -312,7 +312,7 @@ class ImageData(DataSet):
             self.max_boxes = min(getattr(layer, "max_boxes", net.truths // 5), net.truths // 5)
             self.options = AugmentOptions.from_network(net, jitter=layer.section.float(
                 "jitter", 0.2))
-            if uses_ab_loader(net):          # AlexeyAB's loader (data_ab.py)
+            if uses_ab_loader(net, layer):          # AlexeyAB's loader (data_ab.py)
                 self.ab_loader = ABDetectorLoader(self, net, layer)
         else:
             self.options = AugmentOptions.from_network(net)
@@ -570,8 +570,10 @@ def _detector_entries(images, list_path, classes, net, bad):
     if layer_classes != classes:
         raise DataError(f"{list_path}: the data has classes={classes} but the network's "
                         f"[{layer.type}] layer has classes={layer_classes}")
-    if net.truths % 5:
-        raise DataError(f"the network's truth size {net.truths} is not boxes of 5 values")
+    floats, _ = truth_layout(net, layer)
+    if net.truths % floats:
+        raise DataError(f"the network's truth size {net.truths} is not boxes of {floats} "
+                        f"values")
     entries = []
     for number, _, image in images:
         candidates = label_file_candidates(image)

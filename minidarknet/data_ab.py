@@ -105,10 +105,10 @@ class ABOptions:
     resize_step: int
 
 
-def uses_ab_loader(net):
-    """AlexeyAB's loader for the alexeyab fork (fork.py's detector_loader) or for a cfg that
-    uses one of the [net] keys only it reads."""
-    if getattr(net.fork, "detector_loader", "pjreddie") == "alexeyab":
+def uses_ab_loader(net, layer):
+    """AlexeyAB's loader for the alexeyab fork (fork.py's detector_loader), for AlexeyAB's
+    [Gaussian_yolo] head, or for a cfg that uses one of the [net] keys only it reads."""
+    if net.fork.detector_loader == "alexeyab" or layer.type == "Gaussian_yolo":
         return True
     section = net.options.section
     return any(section.has(key) for key in AB_LOADER_KEYS)
@@ -572,9 +572,9 @@ def make_sample(draw_picture, rng, options, w, h, max_boxes):
 
 def truth_layout(net, layer):
     """(values per box, boxes) of the network's truth rows for its last detection `layer` --
-    the one place that decides it.  pjreddie's [yolo]/[region] read 5 values per box
-    (x y w h class)."""
-    floats = 5
+    the one place that decides it: the layer's truth_floats (pjreddie's [yolo]/[region]:
+    x y w h class; AlexeyAB's [yolo] and [Gaussian_yolo]: x y w h class track_id)."""
+    floats = getattr(layer, "truth_floats", 5)
     return floats, min(getattr(layer, "max_boxes", net.truths // floats), net.truths // floats)
 
 

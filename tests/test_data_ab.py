@@ -354,10 +354,21 @@ def test_mosaic_keys_select_the_loader_and_are_no_longer_reported(tmp_path):
     assert plain.ab_loader is None                    # a pjreddie cfg keeps its loader
 
 
-def test_alexeyab_fork_selects_the_loader(tmp_path):
+def test_alexeyab_fork_selects_the_loader_and_its_truth_layout(tmp_path):
+    """fork="alexeyab": AB's loader, truths of 6 values (x y w h class track_id) x max=."""
     data = write_set(tmp_path)
-    net = minidarknet.load(write_cfg(tmp_path), fork="alexeyab")
-    assert open_data(data, net).ab_loader is not None
+    net = minidarknet.load(write_cfg(tmp_path, "mosaic=1\n"), fork="alexeyab")
+    d = open_data(data, net)
+    assert d.ab_loader is not None
+    x, truth = d.train_batch(0, 8, seed=0)
+    assert truth.shape == (8, 6 * 200)
+    boxes = truth.reshape(8, 200, 6)
+    count = (boxes[:, :, 0] > 0).sum(axis=1)
+    assert count.min() >= 1
+    for row, n in zip(boxes, count):
+        assert (row[n:] == 0).all() and (row[:n, 2:4] > 0).all() and (row[:n, 4] < 7).all()
+    loss = net.train_step(x, truth)          # AlexeyAB's [yolo] loss reads this layout
+    assert np.isfinite(loss) and loss > 0
 
 
 def test_letter_box_with_mosaic_is_refused_as_in_alexeyab(tmp_path):
