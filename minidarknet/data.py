@@ -39,12 +39,13 @@ from pathlib import Path
 import numpy as np
 
 from .augment import AugmentOptions, augment_classifier_image, augment_detector_image
+from .data_ab import ABDetectorLoader, detector_only_keys, truth_layout, uses_ab_loader
 from .errors import DarknetWarning, DataError, MiniDarknetError
 from .image import load_image, prepare_image, resize_min_crop, to_channels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pnm", ".tga"}
-DETECTION_TYPES = ("yolo", "region")
+DETECTION_TYPES = ("yolo", "region", "Gaussian_yolo")
 BAD_DATA_MODES = ("skip", "fail")
 MAX_WARNINGS = 20
 DATA_STREAM = 2        # the third word of the per-iteration seed (the network uses 1)
@@ -198,6 +199,11 @@ class DataSet:
     def iteration_rng(self, seed, iteration):
         return np.random.default_rng([int(seed), int(iteration), DATA_STREAM])
 
+    def input_size(self, iteration, seed):
+        """(w, h) of training batch `iteration` when it differs from the network's own size
+        (AlexeyAB's random=1), else None."""
+        return None
+
 
 class ValidBatch:
     """x (n, c, h, w); labels (classifier: int array) or boxes (detector: list of (k, 5)
@@ -299,14 +305,21 @@ class ImageData(DataSet):
         self.cache = {}
         self.cache_bytes = 0
         self.cache_limit = int(cache_mb * 2 ** 20)
+        self.ab_loader = None
         if kind == "detector":
             layer = detection_layer(net)
             # Darknet: args.num_boxes = l.max_boxes and args.jitter = l.jitter of the last layer
             self.max_boxes = min(getattr(layer, "max_boxes", net.truths // 5), net.truths // 5)
             self.options = AugmentOptions.from_network(net, jitter=layer.section.float(
                 "jitter", 0.2))
+            if uses_ab_loader(net, layer):          # AlexeyAB's loader (data_ab.py)
+                self.ab_loader = ABDetectorLoader(self, net, layer)
         else:
             self.options = AugmentOptions.from_network(net)
+            for key in detector_only_keys(net):
+                warnings.warn(f"{net.options.section.where(key)}: [net] {key}= is applied by "
+                              f"AlexeyAB's detector loader only; classifier training ignores "
+                              f"it", DarknetWarning, stacklevel=3)
         if not self.entries:
             raise DataError(f"{source}: no usable images")
 
@@ -343,7 +356,15 @@ class ImageData(DataSet):
                 return entry, im
 
     # ---------------------------------------------------------------- training
+    def input_size(self, iteration, seed):
+        if self.ab_loader is None:
+            return None
+        size = self.ab_loader.input_size(iteration, seed)
+        return None if size == (self.w, self.h) else size
+
     def train_batch(self, iteration, count, seed):
+        if self.ab_loader is not None:
+            return self.ab_loader.train_batch(iteration, count, seed)
         rng = self.iteration_rng(seed, iteration)
         x = np.empty((count, self.c, self.h, self.w), F32)
         truth = np.zeros((count, self.truths), F32)
@@ -549,8 +570,10 @@ def _detector_entries(images, list_path, classes, net, bad):
     if layer_classes != classes:
         raise DataError(f"{list_path}: the data has classes={classes} but the network's "
                         f"[{layer.type}] layer has classes={layer_classes}")
-    if net.truths % 5:
-        raise DataError(f"the network's truth size {net.truths} is not boxes of 5 values")
+    floats, _ = truth_layout(net, layer)
+    if net.truths % floats:
+        raise DataError(f"the network's truth size {net.truths} is not boxes of {floats} "
+                        f"values")
     entries = []
     for number, _, image in images:
         candidates = label_file_candidates(image)

@@ -67,6 +67,11 @@ class Fork:
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
     yolo_truth_floats: int
     yolo_max_boxes: int
+    # whose [yolo] training loss: "pjreddie" (layers/yolo.py) or "alexeyab" (yolo_loss_ab.py)
+    yolo_loss: str
+    # detector training data: pjreddie's load_data_detection (augment.py) or AlexeyAB's
+    # (data_ab.py: mosaic, letter_box, resize=, blur, noise, random input sizes)
+    detector_loader: str
     # ---- weights files: the revision this fork writes (and recognises); the header written by
     # save_weights (None: the version the weights were loaded with); AlexeyAB's save_weights
     # stores seen = cur_iteration * batch * subdivisions instead of the running `seen`
@@ -111,7 +116,8 @@ PJREDDIE = Fork(
     gelu_gradient_at_output=False, tanh_formula="exp2x",
     cpu_activate_missing=frozenset(),
     adam_on_cpu=False,
-    yolo_truth_floats=5, yolo_max_boxes=90,
+    yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
+    detector_loader="pjreddie",
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
     nms_from_last_layer=False, greedy_diou_beta=0.6,
 )
@@ -128,7 +134,8 @@ ALEXEYAB = Fork(
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
     adam_on_cpu=False,
-    yolo_truth_floats=6, yolo_max_boxes=200,
+    yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
+    detector_loader="alexeyab",
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
     nms_from_last_layer=True, greedy_diou_beta=0.6,
 )

@@ -16,16 +16,17 @@ POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "rando
 # Keys read here or by the training code (augmentation, multi-scale).
 USED_LATER = ("angle", "aspect", "saturation", "exposure", "hue", "max_crop", "min_crop",
               "max_ratio", "min_ratio", "center", "random", "flip", "letter_box", "jitter",
-              "notruth", "clip", "track", "augment_speed", "sequential_subdivisions")
+              "notruth", "clip", "track", "augment_speed", "sequential_subdivisions",
+              # AlexeyAB's detector loader (data_ab.py)
+              "mosaic", "mosaic_bound", "blur", "gaussian_noise", "mixup", "resize_step")
 
 # [net] keys (mostly AlexeyAB training options) that minidarknet does not reproduce.
 AB_NOT_IMPLEMENTED = (
     "try_fix_nan", "weights_reject_freq", "equidistant_point", "badlabels_rejection_percentage",
     "num_sigmas_reject_badlabels", "ema_alpha", "use_cuda_graph", "loss_scale",
-    "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB", "blur",
-    "gaussian_noise", "mixup", "cutmix", "mosaic", "mosaic_bound", "contrastive",
-    "contrastive_jit_flip", "contrastive_color", "unsupervised", "label_smooth_eps",
-    "resize_step", "attention", "adversarial_lr", "max_chart_loss", "seq_scales",
+    "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB", "cutmix",
+    "contrastive", "contrastive_jit_flip", "contrastive_color", "unsupervised",
+    "label_smooth_eps", "attention", "adversarial_lr", "max_chart_loss", "seq_scales",
     "show_receptive_field", "adam", "B1", "B2", "eps", "cudnn_half", "time_steps_per_batch")
 
 # Adam's keys: AlexeyAB's adam=1 only allocates its buffers on the CPU, whose update stays SGD

@@ -52,6 +52,7 @@ import numpy as np
 from .data import DataSet, open_data
 from .errors import DarknetWarning, MiniDarknetError
 from .atomic import write_atomic
+from .multiscale import SizedNetworks
 from .weights import weights_bytes
 
 NET_STREAM = 1
@@ -305,6 +306,7 @@ class Trainer:
         else:
             self.data = open_data(data, net, split="train", on_bad_data=on_bad_data,
                                   cache_mb=cache_mb, shuffle=shuffle)
+        self._sized = SizedNetworks(net)      # AlexeyAB's random=1: a network per input size
         self.max_batches = net.options.max_batches if max_batches is None else int(max_batches)
         if self.max_batches <= 0:
             raise MiniDarknetError(f"{self.cfg}: no max_batches in [net]; give max_batches "
@@ -419,12 +421,14 @@ class Trainer:
             if pool is not None and index + 1 < self.max_batches:
                 pending = pool.submit(self._batch, index + 1)
             self._snapshot.take()
-            net.rng = np.random.default_rng([self.seed, index, NET_STREAM])
+            runner = self._sized.network(self.data.input_size(index, self.seed))
+            runner.rng = np.random.default_rng([self.seed, index, NET_STREAM])
             self._in_step = True
             # Non-finite values are caught below with one clear message; numpy's own
             # overflow/invalid warnings on the way there would only be noise.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                loss = float(net.train_step(x, truth))
+                loss = float(runner.train_step(x, truth))
+            self._sized.finish(runner)
             self._in_step = False
             if not math.isfinite(loss) or not _parameters_finite(net):
                 self._diverged(loss)

@@ -93,8 +93,10 @@ def test_gaussian_errors():
         gaussian(channels=21)
     with pytest.raises(CfgError, match="nms_kind=cornersnms"):
         gaussian("nms_kind=cornersnms\n")
-    net = gaussian()
-    with pytest.raises(CfgError, match=r"\[Gaussian_yolo\]: training .* not implemented"):
+    net = minidarknet.loads("[net]\nbatch=1\nwidth=3\nheight=3\nchannels=22\n\n"
+                            "[Gaussian_yolo]\nmask=1,2\nanchors=10,20, 30,40, 50,60\n"
+                            "classes=2\nnum=3\n", gradients="exact")
+    with pytest.raises(CfgError, match=r"\[Gaussian_yolo\]: gradients='exact' is not available"):
         net.forward(np.zeros((1, 22, 3, 3), F32), np.zeros((1, net.layers[0].truths), F32))
 
 

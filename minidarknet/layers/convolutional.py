@@ -317,9 +317,10 @@ class Convolutional(WeightedLayer):
         # Darknet writes (not adds) the input delta: pjreddie for 1x1 kernels (gemm beta=0),
         # AlexeyAB for every size (its col2im zeroes the destination first).
         overwrite = not self.exact and self.fork.conv_overwrites_delta(self.size)
-        if overwrite and prev is not None and not self.op.direct:
-            prev.fill(0)
-            overwrite = False
+        if overwrite and not self.op.direct:
+            if prev is not None:
+                prev.fill(0)
+            overwrite = False           # (the first layer has no previous delta at all)
         self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
 
     def _recompute_bn_input(self, x):

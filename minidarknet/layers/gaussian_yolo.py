@@ -16,9 +16,13 @@ move the centre by +-bw/2, +-bh/2), and prob_j = obj*class_j*(1 - mean uncertain
 mean is (sigma_x + sigma_y + sigma_w + sigma_h)/4, kept if > thresh.  Then the letterbox
 correction, like [yolo].  The uncertainties themselves are not stored in the Detection.
 
-Training (the Gaussian negative log-likelihood loss) is not implemented: a forward with a
-truth raises a CfgError naming the section.  Keys AlexeyAB reads only for that loss (and its
-data loader) are accepted.  nms_kind=cornersnms (AlexeyAB's corner-merging NMS) is refused.
+Training: AlexeyAB's CPU loss (forward_gaussian_yolo_layer), in yolo_loss_ab.py
+(AlexeyABGaussianYoloLoss): truth = `max=` boxes (default 200) of 6 floats (x, y, w, h,
+class_id, track_id) per sample; Darknet's deltas on the outputs, cost = sum(delta^2);
+backward adds the delta to the previous delta.  gradients="exact" is refused for this loss
+(a CfgError): its uncertainty deltas are scaled by uc_normalizer and its mean deltas by
+iou_normalizer, so they are not the gradient of one objective.  nms_kind=cornersnms
+(AlexeyAB's corner-merging NMS) is refused.
 """
 import numpy as np
 
@@ -26,6 +30,7 @@ from ..activations import get_activation
 from ..errors import warn
 from .base import F32, Layer
 from .registry import register
+from .yolo_loss_ab import AlexeyABGaussianYoloLoss
 
 LOGISTIC = get_activation("logistic")
 BOX_ENTRIES = 8                        # x, sx, y, sy, w, sw, h, sh
@@ -33,14 +38,10 @@ LOGISTIC_ENTRIES = (0, 1, 2, 3, 5, 7)  # then objectness and the classes
 YOLO_POINTS = ("center", "left_top", "right_bottom")
 NMS_KINDS = ("default", "greedynms", "diounms")
 
-# Read by AlexeyAB's parse_gaussian_yolo for its loss or data loader: (key, reader).
-LOSS_KEYS = (("max_delta", "float"), ("counters_per_class", "str"),
-             ("label_smooth_eps", "float"), ("objectness_smooth", "int"),
-             ("uc_normalizer", "float"), ("iou_normalizer", "float"),
-             ("obj_normalizer", "float"), ("cls_normalizer", "float"),
-             ("delta_normalizer", "float"), ("iou_loss", "str"), ("iou_thresh_kind", "str"),
-             ("jitter", "float"), ("resize", "float"), ("ignore_thresh", "float"),
-             ("truth_thresh", "float"), ("iou_thresh", "float"), ("random", "float"))
+# Read by AlexeyAB's parse_gaussian_yolo for its data loader: (key, reader).  The loss keys
+# are read by AlexeyABGaussianYoloLoss.
+LOADER_KEYS = (("jitter", "float"), ("resize", "float"), ("random", "float"))
+TRUTH_FLOATS = 6                       # AB's truth_size: x, y, w, h, class_id, track_id
 
 
 @register("Gaussian_yolo")
@@ -65,18 +66,24 @@ class GaussianYolo(Layer):
         if self.n and (self.mask.min() < 0 or self.mask.max() >= self.total):
             raise s.error(f"[Gaussian_yolo] mask={s.raw('mask')} names an anchor outside "
                           f"0..{self.total - 1} (num={self.total})", "mask")
-        self.truths = 5 * self.max_boxes
+        self.truth_floats = TRUTH_FLOATS
+        self.truths = TRUTH_FLOATS * self.max_boxes
+        self.new_coords = 0
+        self.ignore_thresh = s.float("ignore_thresh", 0.5)
+        self.truth_thresh = s.float("truth_thresh", 1.0)
         self.scale_x_y = s.float("scale_x_y", 1.0)
         self.yolo_point = s.str("yolo_point", "center")
         if self.yolo_point not in YOLO_POINTS:
             self.yolo_point = "center"        # AlexeyAB: anything else is the centre
         self._read_nms(s)
-        for key, kind in LOSS_KEYS:
+        for key, kind in LOADER_KEYS:
             getattr(s, kind)(key)
         if s.has("map"):
             raise s.error(f"[Gaussian_yolo] map={s.raw('map')}: class-remapping files are not "
                           f"supported by minidarknet", "map")
         self.biases = self._read_anchors(s)
+        self.loss = AlexeyABGaussianYoloLoss(self, s)
+        self.objective = 0.0
         expected = self.n * (self.classes + BOX_ENTRIES + 1)
         if expected * shape.h * shape.w != shape.inputs:
             raise s.error(
@@ -131,10 +138,19 @@ class GaussianYolo(Layer):
                 v = out[:, :, e]
                 v *= s
                 v += F32(-0.5 * (self.scale_x_y - 1))
-        if net.truth is not None:
-            raise self.section.error("[Gaussian_yolo]: training (AlexeyAB's Gaussian YOLO "
-                                     "loss) is not implemented in minidarknet; the layer "
-                                     "runs inference only")
+        if net.truth is None:
+            return
+        if self.exact:
+            raise self.section.error("[Gaussian_yolo]: gradients='exact' is not available for "
+                                     "AlexeyAB's Gaussian YOLO loss (its deltas are not the "
+                                     "gradient of one objective); train with "
+                                     "gradients='darknet'")
+        from .yolo import check_truth_size
+        truth = check_truth_size(self, net)
+        delta, self.cost, self.objective, _ = self.loss.compute(
+            out, self._planes(net.input), truth, net.w, net.h, False)
+        self.allocate_delta()
+        self._planes(self.delta)[...] = delta
 
     # ------------------------------------------------------------------ backward
     def backward(self, net):

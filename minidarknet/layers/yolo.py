@@ -52,6 +52,7 @@ from ..activations import get_activation
 from ..errors import DataError, ShapeError, warn
 from .base import F32, Layer
 from .registry import register
+from .yolo_loss_ab import AlexeyABYoloLoss
 
 LOGISTIC = get_activation("logistic")
 F64 = np.float64
@@ -218,17 +219,29 @@ class Yolo(Layer):
             raise s.error(f"[yolo] mask={s.raw('mask')} names an anchor outside 0..{self.total - 1}"
                           f" (num={self.total})", "mask")
         self.biases = self._read_anchors(s)
-        self.max_boxes = s.int("max", PJ_TRUTH_BOXES)
+        # truth layout (the data loader reads it from here): boxes of truth_floats values
+        fork = self.fork
+        self.truth_floats = fork.yolo_truth_floats
+        self.max_boxes = s.int("max", fork.yolo_max_boxes)
         if self.max_boxes < 0:
             raise s.error(f"[yolo] max={self.max_boxes}: must not be negative", "max")
-        self.truths = 5 * max(PJ_TRUTH_BOXES, self.max_boxes)
+        if fork.yolo_loss == "alexeyab":
+            self.truths = self.truth_floats * self.max_boxes
+        else:   # pjreddie sizes every sample's truth for 90 boxes, whatever `max` says
+            self.truths = self.truth_floats * max(fork.yolo_max_boxes, self.max_boxes)
         self.ignore_thresh = s.float("ignore_thresh", 0.5)
         self.truth_thresh = s.float("truth_thresh", 1.0)
         refuse_map(s, "[yolo]")
         self.scale_x_y = s.float("scale_x_y", 1.0)
         self.new_coords = s.int("new_coords", 0)
         self._read_nms(s)
-        self.loss_problems = self._read_ab_loss_keys(s)
+        self.ab_loss = None
+        if fork.yolo_loss == "alexeyab":
+            self.loss_problems = []
+            self.ab_loss = AlexeyABYoloLoss(self, s)
+            self._refuse_untrainable_ab_keys(s)
+        else:
+            self.loss_problems = self._read_ab_loss_keys(s)
         for key, kind in INERT_KEYS:
             read_key(s, key, kind)
         expected = self.n * (self.classes + 5)
@@ -287,6 +300,12 @@ class Yolo(Layer):
             self.nms_kind = "default"
         self.beta_nms = s.float("beta_nms", 0.6)
 
+    def _refuse_untrainable_ab_keys(self, s):
+        """AB keys of its loss that minidarknet does not implement: [net] adversarial is
+        not read; embedding_layer only feeds AB's tracker ([contrastive]) and leaves this
+        loss unchanged, so it is read and has no effect here."""
+        s.str("embedding_layer")
+
     def _read_ab_loss_keys(self, s):
         """[(key, message)] for AB loss keys whose value would change pjreddie's loss."""
         problems = []
@@ -332,6 +351,9 @@ class Yolo(Layer):
             return
         self._check_trainable()
         truth = check_truth_size(self, net)
+        if self.ab_loss is not None:
+            self._ab_forward(net, out, truth)
+            return
         target, weight = self._targets(truth, net.w, net.h)
         delta = (weight * (target - out)).astype(F32)
         self.cost = float(np.square(delta, dtype=F64).sum())
@@ -342,15 +364,25 @@ class Yolo(Layer):
             self.allocate_delta()
             self._planes(self.delta)[...] = delta
 
+    def _ab_forward(self, net, out, truth):
+        """AlexeyAB's loss (yolo_loss_ab.py): Darknet's delta, cost, and the objective."""
+        delta, self.cost, self.objective, exact = self.ab_loss.compute(
+            out, self._planes(net.input), truth, net.w, net.h, self.exact)
+        if self.exact:
+            self.loss_delta = exact
+        else:
+            self.allocate_delta()
+            self._planes(self.delta)[...] = delta
+
     def _check_trainable(self):
         if self.loss_problems:
             key, shown = self.loss_problems[0]
             others = ", ".join(p[1] for p in self.loss_problems[1:])
             raise self.section.error(
-                f"[yolo] {shown}: minidarknet trains [yolo] with pjreddie's loss only; this "
-                f"AlexeyAB loss option would change it" + (f" (also: {others})" if others else "")
-                + ". Remove the key(s) to train with pjreddie's loss; inference is unaffected",
-                key)
+                f"[yolo] {shown}: an AlexeyAB loss option, and the network follows pjreddie's "
+                f"Darknet" + (f" (also: {others})" if others else "")
+                + "; load it with fork='alexeyab' (--fork alexeyab) to train with AlexeyAB's "
+                "loss, or remove the key(s) to train with pjreddie's", key)
 
     # ------------------------------------------------------------------ loss
     def _pred_boxes(self, out_b, net_w, net_h):
