@@ -283,3 +283,22 @@ def test_sgdr_cycle_boundaries():
     assert rate_at(text, 5) == pytest.approx(by_hand(5, 4, 12))
     assert rate_at(text, 16) == pytest.approx(by_hand(16, 4, 12))   # = .1 again
     assert rate_at(text, 17) == pytest.approx(by_hand(17, 16, 36))
+
+
+# ------------------------------------------------------------------ letterbox correction
+
+def test_correct_boxes_truncates_the_letterboxed_size_like_c():
+    # a 333x500 image in a 416x416 net: 416/333 > 416/500, so new_h = 416 and
+    # new_w = 333*416/500 = 277 in C integer division (277.056 exactly); correct_yolo_boxes:
+    # x = (x - (416 - 277)/2/416) / (277/416), w = w * 416/277; y, h unchanged
+    from minidarknet.boxes import correct_boxes
+    d = [det(.3, .4, .2, .5, [1])]
+    correct_boxes(d, 333, 500, 416, 416)
+    assert d[0].x == pytest.approx((.3 - 139 / 2 / 416) / (277 / 416), rel=1e-6)
+    assert d[0].w == pytest.approx(.2 * 416 / 277, rel=1e-6)
+    assert (d[0].y, d[0].h) == (pytest.approx(.4), pytest.approx(.5))
+    assert d[0].x != pytest.approx((.3 - (416 - 277.056) / 2 / 416) / (277.056 / 416), rel=1e-6)
+    d = [det(.3, .4, .2, .5, [1])]
+    correct_boxes(d, 333, 500, 416, 416, relative=False)        # pixels of the image
+    assert d[0].x == pytest.approx(333 * (.3 - 139 / 2 / 416) / (277 / 416), rel=1e-6)
+    assert d[0].h == pytest.approx(500 * .5, rel=1e-6)
