@@ -43,14 +43,21 @@ def nms_kinds():
             "diounms": lambda d, t: diou_nms_sort(d, 1, t, "diounms", beta=0.6)}
 
 
+# matrix_max None: one IoU matrix for all boxes; 0: the row-at-a-time path for large sets
+@pytest.mark.parametrize("matrix_max", [None, 0])
 @pytest.mark.parametrize("kind", sorted(nms_kinds()))
-def test_nms_keeps_a_box_whose_overlap_equals_the_threshold(kind):
+def test_nms_keeps_a_box_whose_overlap_equals_the_threshold(kind, matrix_max, monkeypatch):
+    if matrix_max is not None:
+        monkeypatch.setattr("minidarknet.boxes._FULL_MATRIX_MAX", matrix_max)
     out = nms_kinds()[kind](pair(), 0.5)
     assert [float(d.prob[0]) for d in out] == [pytest.approx(.9), pytest.approx(.8)]
 
 
+@pytest.mark.parametrize("matrix_max", [None, 0])
 @pytest.mark.parametrize("kind", sorted(nms_kinds()))
-def test_nms_suppresses_just_below_the_threshold(kind):
+def test_nms_suppresses_just_below_the_threshold(kind, matrix_max, monkeypatch):
+    if matrix_max is not None:
+        monkeypatch.setattr("minidarknet.boxes._FULL_MATRIX_MAX", matrix_max)
     out = nms_kinds()[kind](pair(), 0.49)
     assert [float(d.prob[0]) for d in out] == [pytest.approx(.9), 0.0]
 
@@ -302,3 +309,31 @@ def test_correct_boxes_truncates_the_letterboxed_size_like_c():
     correct_boxes(d, 333, 500, 416, 416, relative=False)        # pixels of the image
     assert d[0].x == pytest.approx(333 * (.3 - 139 / 2 / 416) / (277 / 416), rel=1e-6)
     assert d[0].h == pytest.approx(500 * .5, rel=1e-6)
+
+
+# ------------------------------------------------------------------ hierarchy (tree) decoding
+# Tree: a, b at the root; c, d children of a.  Conditional class values a=.5, b=.25, c=1, d=.5
+# give the absolute probabilities a=.5, b=.25, c=.5, d=.25 (hierarchy_predictions).
+# hierarchy_top_prediction descends while p*max > hier: root .5 > hier; then .5*.5 = .25,
+# so hier = .25 stops at a (the parent of c's group), hier = .24 reaches the leaf c.
+
+def test_hierarchy_top_prediction_descends_only_above_hier():
+    from minidarknet.tree import parse_tree_text
+    tree = parse_tree_text("a -1\nb -1\nc 0\nd 0\n")
+    absolute = tree.hierarchy_predictions(np.array([[.5, .25, 1, .5]], F32))
+    np.testing.assert_array_equal(absolute, [[.5, .25, .5, .25]])
+    assert list(tree.top_prediction(absolute, .25)) == [0]
+    assert list(tree.top_prediction(absolute, .24)) == [2]
+    assert list(tree.top_prediction(absolute, .5)) == [0]        # stops in the root group
+
+
+def test_region_tree_boxes_hier_and_thresh_boundaries():
+    from minidarknet.tree import parse_tree_text, region_tree_boxes
+    tree = parse_tree_text("a -1\nb -1\nc 0\nd 0\n")
+    out = np.array([.5, .5, 0, 0, .5, .5, .25, 1, .5], F32).reshape(9, 1, 1)
+    (d,) = region_tree_boxes(out, [1, 1], 4, tree, thresh=.49, hier_thresh=.24)
+    assert list(d.prob) == [0, 0, .5, 0]                  # leaf c, prob = objectness .5
+    (d,) = region_tree_boxes(out, [1, 1], 4, tree, thresh=.49, hier_thresh=.25)
+    assert list(d.prob) == [.5, 0, 0, 0]                  # stopped at a
+    (d,) = region_tree_boxes(out, [1, 1], 4, tree, thresh=.5, hier_thresh=.24)
+    assert list(d.prob) == [0, 0, 0, 0]                   # objectness .5 is not > .5

@@ -198,3 +198,58 @@ def test_region_scales_at_non_default_values():
     assert d[0, 6, 0, 0] == pytest.approx(2 * (1 - .5))
     # box: coord_scale * (2 - w*h) * (target - out); th target = log(.25*2/.5) = 0
     assert d[0, 3, 0, 0] == pytest.approx(4 * (2 - .0625) * (0 - .5), rel=1e-5)
+
+
+# ------------------------------------------------------------------ defaults and per-layer lr
+
+def test_defaults_are_darknets():
+    # pjreddie parse.c: learning_rate .001, momentum .9, decay .0001, policy constant,
+    # burn_in 0, power 4; [yolo] ignore_thresh .5, truth_thresh 1; [region] thresh .5,
+    # scales 1; [shortcut] alpha = beta = 1
+    net = minidarknet.loads("[net]\nwidth=1\nheight=1\nchannels=6\nburn_in=4\n[yolo]\nmask=0\n"
+                            "anchors=1,1\nclasses=1\nnum=1\n")
+    assert (net.learning_rate, net.momentum, net.decay) == (pytest.approx(.001),
+                                                           pytest.approx(.9),
+                                                           pytest.approx(.0001))
+    net.seen = 2
+    assert net.current_rate() == pytest.approx(.001 * .5 ** 4)      # burn-in power 4
+    net.seen = 9
+    assert net.current_rate() == pytest.approx(.001)                 # constant afterwards
+    yolo = net.layers[0]
+    assert (yolo.ignore_thresh, yolo.truth_thresh) == (.5, 1)
+    region = minidarknet.loads("[net]\nwidth=1\nheight=1\nchannels=6\n[region]\nanchors=1,1\n"
+                               "classes=1\nnum=1\n").layers[0]
+    assert region.thresh == .5
+    assert (region.coord_scale, region.object_scale, region.noobject_scale,
+            region.class_scale) == (1, 1, 1, 1)
+
+
+def test_per_layer_learning_rate_scales_the_step():
+    # AlexeyAB's per-layer `learning_rate` multiplies the network's rate for that layer
+    text = SGD_NET.format(lr=.3, momentum=0, decay=0, bn=0) + "learning_rate=.25\n"
+    net = minidarknet.loads(text)
+    layer = net.layers[0]
+    layer.weights[...] = 0
+    layer.weight_updates[...] = 1
+    layer.bias_updates[...] = 2
+    net.update()
+    np.testing.assert_allclose(layer.weights, .3 * .25 / 6, rtol=1e-6)
+    np.testing.assert_allclose(layer.biases, 2 * .3 * .25 / 6, rtol=1e-6)
+
+
+def test_region_coord_and_class_scales_without_the_others():
+    # coord_scale and class_scale alone (the other scales at 1), logistic classes
+    text = REGION.replace("softmax=1\n", "").replace("object_scale=3\n", "") \
+        .replace("noobject_scale=.25\n", "")
+    net = minidarknet.loads(text)
+    truth = np.zeros((1, net.truths), F32)
+    truth[0, :5] = [.25, .25, .25, .25, 1]
+    net.seen = 10 ** 6
+    x = np.zeros((1, 14, 2, 2), F32)
+    x[0, 3, 0, 0] = .5
+    net.forward(x, truth, train=True)
+    d = net.layers[0].delta.reshape(2, 7, 2, 2)
+    assert d[0, 4, 0, 0] == pytest.approx(.5)              # object_scale 1 * (1 - .5)
+    assert d[1, 4, 0, 0] == pytest.approx(-.5)             # noobject_scale 1
+    assert d[0, 6, 0, 0] == pytest.approx(2 * (1 - .5))    # class_scale * (1 - logistic(0))
+    assert d[0, 3, 0, 0] == pytest.approx(4 * (2 - .0625) * -.5, rel=1e-5)
