@@ -1,6 +1,5 @@
 """Tests for minidarknet.boxes: decoding, letterbox correction, NMS, drawing, printing."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,12 +12,20 @@ from minidarknet.boxes import (
 )
 from minidarknet.errors import ShapeError
 
+import conftest
+from conftest import need_shared
+
 F = np.float32
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GOLDEN = SHARED / "golden" / "yolov3_tiny_small"
-needs_golden = pytest.mark.skipif(
-    not (GOLDEN / "expected.npz").exists(),
-    reason=f"golden reference data not found at {GOLDEN} (../shared beside the repository)")
+GOLDEN = conftest.GOLDEN / "yolov3_tiny_small"
+
+
+@pytest.fixture
+def _golden_case():
+    """The yolov3-tiny golden case from MINIDARKNET_SHARED (or ../shared), via conftest."""
+    return need_shared(GOLDEN / "expected.npz")
+
+
+needs_golden = pytest.mark.usefixtures("_golden_case")
 
 TINY_ANCHORS = [10, 14, 23, 27, 37, 58, 81, 82, 135, 169, 344, 319]
 

@@ -17,7 +17,7 @@ import minidarknet
 from minidarknet import ops
 from minidarknet.errors import CfgError
 
-from conftest import GOLDEN, GOLDEN_CHECK, ROOT, need_shared, use_float64
+from conftest import GOLDEN, GOLDEN_CHECK, ROOT, need_shared, numeric_gradient, use_float64
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -86,16 +86,7 @@ def fd_check(net, x, truth, train=True, layers=None):
         flat = array.reshape(-1)
         picks = (range(flat.size) if flat.size <= SAMPLES
                  else rng.choice(flat.size, SAMPLES, replace=False))
-        numeric = []
-        for i in picks:
-            keep = flat[i]
-            flat[i] = keep + EPS
-            plus = objective(net, x, truth, train)
-            flat[i] = keep - EPS
-            minus = objective(net, x, truth, train)
-            flat[i] = keep
-            numeric.append(-(plus - minus) / (2 * EPS))
-        numeric = np.array(numeric)
+        numeric = -numeric_gradient(lambda: objective(net, x, truth, train), array, picks, EPS)
         got = got.reshape(-1)[list(picks)]
         scale = max(np.abs(numeric).max(), np.abs(got).max(), 1e-3)
         err = np.abs(got - numeric).max()
@@ -577,13 +568,12 @@ def test_windows_past_the_bottom_edge_read_zeros_as_darknet():
     net.forward(x, truth=truth, train=True)
     net.backward()
     analytic = net.input_delta.copy()
-    eps, numeric = 1e-2, np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        for sign in (1, -1):
-            xe = x.copy()
-            xe[i] += sign * eps
-            net.forward(xe, truth=truth, train=True)
-            numeric[i] -= sign * net.objective / (2 * eps)
+    xe = x.copy()
+
+    def cost():
+        net.forward(xe, truth=truth, train=True)
+        return net.objective
+    numeric = -numeric_gradient(cost, xe, eps=1e-2).reshape(x.shape)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-2, atol=1e-3)
 
 

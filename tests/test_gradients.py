@@ -18,7 +18,7 @@ import pytest
 
 import minidarknet
 from minidarknet.activations import ACTIVATIONS
-from conftest import use_float64
+from conftest import central_difference, numeric_gradient, use_float64
 
 EPS = 1e-6
 RTOL = 2e-6
@@ -119,42 +119,28 @@ class Check:
             return range(size)
         return self.rng.choice(size, SAMPLES, replace=False)
 
-    def _central(self, array, index):
-        flat = array.reshape(-1)
-        keep = flat[index]
-        flat[index] = keep + EPS
-        plus = self.objective()
-        flat[index] = keep - EPS
-        minus = self.objective()
-        flat[index] = keep
-        return (plus - minus) / (2 * EPS)
-
     def numeric_array(self, array):
         """-d objective / d array[i] for sampled i (array is changed in place and restored)."""
         picks = list(self._pick(array.size))
-        return picks, np.array([-self._central(array, i) for i in picks])
+        return picks, -numeric_gradient(self.objective, array, picks, EPS)
 
     def numeric_output(self, index):
         """-d objective / d (layer index's output) as later layers see it."""
         layer = self.net.layers[index]
         original = type(layer).forward
-        shift = {}
+        bump = np.zeros(1)        # added to output element `at` by the patched forward
+        at = [0]
 
         def forward(net):
             original(layer, net)
-            if shift:
-                layer.output.reshape(-1)[shift["i"]] += shift["e"]
+            layer.output.reshape(-1)[at[0]] += bump[0]
         layer.forward = forward
         try:
             picks = list(self._pick(layer.output.size))
             values = []
             for i in picks:
-                shift.update(i=i, e=EPS)
-                plus = self.objective()
-                shift.update(e=-EPS)
-                minus = self.objective()
-                values.append(-(plus - minus) / (2 * EPS))
-            shift.clear()
+                at[0] = i
+                values.append(-central_difference(self.objective, bump, 0, EPS))
             return picks, np.array(values)
         finally:
             del layer.forward

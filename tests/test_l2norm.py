@@ -8,7 +8,7 @@ import pytest
 import minidarknet
 from minidarknet import CfgError, DarknetWarning, ShapeError
 from minidarknet.layers.l2norm import L2Norm
-from conftest import GOLDEN, need_shared
+from conftest import GOLDEN, central_difference, need_shared
 
 F = np.float32
 
@@ -67,14 +67,9 @@ def test_exact_backward_against_finite_differences(x, axis):
     layer.forward(x)
     dx = layer.backward(-direction)                     # delta = -d objective / dy
     x64 = x.astype(np.float64)
-    eps = 1e-6
     for index in rng.choice(x.size, 10, replace=False):
-        step = np.zeros(x.size)
-        step[index] = eps
-        step = step.reshape(x.shape)
-        plus = (reference(x64 + step, axis, .01)[0] * direction).sum()
-        minus = (reference(x64 - step, axis, .01)[0] * direction).sum()
-        numeric = -(plus - minus) / (2 * eps)
+        numeric = -central_difference(lambda: (reference(x64, axis, .01)[0] * direction).sum(),
+                                      x64, int(index), 1e-6)
         assert dx.reshape(-1)[index] == pytest.approx(numeric, rel=1e-3, abs=1e-5)
 
 

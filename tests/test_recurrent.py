@@ -14,7 +14,7 @@ from minidarknet.errors import CfgError, DarknetWarning, ShapeError
 from minidarknet.layers.recurrent import LINEAR, DenseBlock
 from minidarknet.summary import layer_rows
 
-from conftest import CFG_CORPUS, need_shared, use_float64
+from conftest import CFG_CORPUS, central_difference, need_shared, use_float64
 
 RECURRENT = ("rnn", "gru", "lstm", "crnn")
 
@@ -573,13 +573,7 @@ def test_exact_gradients_match_finite_differences(case, monkeypatch):
                 analytic[(name, param)] = getattr(block, update).copy()
 
     def numeric(array, index, eps=1e-6):
-        old = array[index]
-        array[index] = old + eps
-        plus = objective()
-        array[index] = old - eps
-        minus = objective()
-        array[index] = old
-        return (plus - minus) / (2 * eps)
+        return central_difference(objective, array, index, eps)
 
     checked = 0
     for (name, param), grad in analytic.items():

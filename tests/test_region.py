@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import central_difference
+
 import minidarknet
 from minidarknet.errors import CfgError
 
@@ -180,15 +182,14 @@ def test_exact_mode_is_the_gradient_of_the_objective(softmax, rescore, seen):
     assert np.abs(grad).max() > 0.1
     layer = net.layers[0]
     eps = 1e-2
+    xs = x.copy()
+
+    def objective():
+        net.forward(xs, truth, train=True)
+        return layer.objective
     for k in [tuple(i) for i in np.argwhere(np.abs(grad) > 1e-3)]:
-        xp, xm = x.copy(), x.copy()
-        xp[k] += eps
-        xm[k] -= eps
-        net.forward(xp, truth, train=True)
-        up = layer.objective
-        net.forward(xm, truth, train=True)
-        down = layer.objective
-        assert -(up - down) / (2 * eps) == pytest.approx(grad[k], rel=3e-3, abs=1e-4), k
+        assert -central_difference(objective, xs, k, eps) == pytest.approx(grad[k], rel=3e-3,
+                                                                           abs=1e-4), k
 
 
 def test_exact_mode_backpropagates_later_deltas_through_the_softmax():
@@ -200,10 +201,7 @@ def test_exact_mode_backpropagates_later_deltas_through_the_softmax():
     got = net.input_delta.copy()
     eps = 1e-2
     k = (0, 6, 2, 3)                 # anchor 0, class 1, row 2, col 3
-    xp, xm = x.copy(), x.copy()
-    xp[k] += eps
-    xm[k] -= eps
-    fd = (float((net.forward(xp) * g).sum()) - float((net.forward(xm) * g).sum())) / (2 * eps)
+    fd = central_difference(lambda: float((net.forward(x) * g).sum()), x, k, eps)
     assert got[k] == pytest.approx(fd, rel=1e-3)
 
 

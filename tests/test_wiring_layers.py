@@ -18,7 +18,7 @@ import minidarknet
 from minidarknet.errors import CfgError, DarknetWarning
 from minidarknet.layers.normalization import darknet_lrn_windows
 
-from conftest import GOLDEN, need_shared
+from conftest import GOLDEN, need_shared, numeric_gradient
 
 
 def build(body, batch=2, c=4, h=4, w=4, gradients="darknet", seed=0, **net_keys):
@@ -550,16 +550,7 @@ def fd_check(net, train=True, samples=24, eps=1e-6, rtol=1e-6, seed=0):
     for name, array in targets.items():
         flat = array.reshape(-1)
         picks = rng.choice(flat.size, min(samples, flat.size), replace=False)
-        numeric = []
-        for p in picks:
-            keep = flat[p]
-            flat[p] = keep + eps
-            plus = objective()
-            flat[p] = keep - eps
-            minus = objective()
-            flat[p] = keep
-            numeric.append(-(plus - minus) / (2 * eps))
-        numeric = np.array(numeric)
+        numeric = -numeric_gradient(objective, array, picks, eps)
         got = analytic[name].reshape(-1)[picks]
         scale = max(np.abs(numeric).max(), np.abs(got).max(), 1e-3)
         err = np.abs(got - numeric).max()

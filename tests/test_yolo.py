@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minidarknet
-from conftest import GOLDEN, need_shared
+from conftest import GOLDEN, central_difference, need_shared
 from minidarknet.errors import CfgError, DataError
 
 F32 = np.float32
@@ -281,15 +281,14 @@ def test_exact_mode_delta_is_the_negative_gradient_of_the_objective():
     np.testing.assert_allclose(grad, darknet.input_delta, atol=1e-6)   # the same deltas
     layer = net.layers[0]
     eps = 1e-2
+    xs = x.copy()
+
+    def objective():
+        net.forward(xs, truth, train=True)
+        return layer.objective
     for k in [tuple(i) for i in np.argwhere(np.abs(grad) > 1e-3)]:
-        xp, xm = x.copy(), x.copy()
-        xp[k] += eps
-        xm[k] -= eps
-        net.forward(xp, truth, train=True)
-        up = layer.objective
-        net.forward(xm, truth, train=True)
-        down = layer.objective
-        assert -(up - down) / (2 * eps) == pytest.approx(grad[k], rel=2e-3, abs=1e-4), k
+        assert -central_difference(objective, xs, k, eps) == pytest.approx(grad[k], rel=2e-3,
+                                                                           abs=1e-4), k
 
 
 def test_exact_mode_takes_later_deltas_through_the_logistic():
