@@ -7,8 +7,9 @@ layer count with the cfg's sections, follows every layer's input shape from the 
 layer's output (route and shortcut from the layers they name), checks each convolution's
 output size and BFLOPs, and renders the `info` table.  It runs in two worker processes; the
 random initial weights are replaced there by lazily zeroed arrays, since no check depends on
-their values and drawing the corpus's 6 billion random numbers would dominate the run.  A few
-networks also run forward at a tiny input size.
+their values and drawing the corpus's 6 billion random numbers would dominate the run.  Every
+buildable file also runs one forward pass at a small size (64x64 or the smallest it allows,
+batch 1, tiled random weights), checking that each layer's output is finite.
 
 Known totals: pjreddie's published BFLOPs (darknet.pjreddie.com: YOLO and ImageNet pages) are
 the sums over the [convolutional] and [connected] layers of what its loader prints
@@ -165,22 +166,82 @@ def check_corpus_file(path):
     assert table.splitlines()[-1] == f"total BFLOPs: {total:.3f}"
 
 
-def corpus_worker(out, paths):
-    """Run in a subprocess: check each file and write {name: "ok" or the traceback}."""
-    import json
-    import traceback
+# Sizes tried for the small forward pass, smallest first; None: the cfg's own size (networks
+# whose connected or detection layers fix the input size, e.g. YOLOv1).
+SMALL_SIZES = (64, 128, 256, None)
+# Random values in [-1, 1) tiled over every weight array: "random" enough to exercise every
+# layer, and written at memory speed (drawing the corpus's weights would dominate the run).
+TILE = np.random.default_rng(0).random(1 << 16, dtype=np.float32) * 2 - 1
+
+
+def set_initial_weights(kind):
+    """Every layer module draws its initial weights as `kind`: "zeros" (handed out lazily by
+    the OS, for the checks that only look at shapes) or "tiled" (TILE * the layer's scale)."""
+    def tiled(rng, shape, scale):
+        return (np.resize(TILE, int(np.prod(shape))) * np.float32(scale)).reshape(shape)
+
+    def zeros(rng, shape, scale):
+        return np.zeros(shape, np.float32)
+
     for info in pkgutil.iter_modules(layers.__path__):
         module = importlib.import_module(f"minidarknet.layers.{info.name}")
         if hasattr(module, "uniform_weights"):
-            module.uniform_weights = lambda rng, shape, scale: np.zeros(shape, np.float32)
+            module.uniform_weights = tiled if kind == "tiled" else zeros
+
+
+def small_network(path):
+    """The cfg built with batch 1 at the smallest of SMALL_SIZES it allows."""
+    for size in SMALL_SIZES:
+        options = {} if size is None else {"width": size, "height": size}
+        try:
+            return build(path, batch=1, seed=1, **options)
+        except CfgError:
+            if size is None:
+                raise
+
+
+def check_small_forward(path):
+    """One forward pass of the small network on a random picture: every layer's output has
+    its buffer's shape and is finite (batch-norm statistics set to mean 0 / variance 1), and a
+    detector's boxes are finite.  Returns the input size used."""
+    net = small_network(path)
+    sane_statistics(net)
+    x = np.random.default_rng(0).random((1, net.inputs), dtype=np.float32)
+    image = net.c * net.h * net.w == net.inputs
+    out = net.forward(x.reshape((1, net.c, net.h, net.w)) if image else x)
+    assert out.shape[0] == 1 and out.size == net.output_layer.outputs
+    for layer in net.layers:
+        assert layer.output.size == layer.outputs, f"layer {layer.index} ({layer.type})"
+        assert np.isfinite(layer.output).all(), f"layer {layer.index} ({layer.type}): not finite"
+    if any(hasattr(l, "boxes") for l in net.layers):
+        # no NMS: Darknet's sort over thousands of random boxes would dominate the run
+        dets = net.detections(thresh=0.01, nms=0)
+        assert all(np.isfinite([d.x, d.y, d.w, d.h]).all() for d in dets)
+    return f"{net.w}x{net.h}"
+
+
+def corpus_worker(out, paths):
+    """Run in a subprocess: check each file and write {name: "ok" or the traceback}, and
+    {"forward:" + name: "ok <size>" or the traceback} for the small forward pass."""
+    import json
+    import traceback
     results = {}
     for path in paths:
         path = Path(path)
+        name = corpus_id(path)
         try:
+            set_initial_weights("zeros")
             check_corpus_file(path)
-            results[corpus_id(path)] = "ok"
+            results[name] = "ok"
         except Exception:           # reported by the test for this file
-            results[corpus_id(path)] = traceback.format_exc()
+            results[name] = traceback.format_exc()
+        if name in DARKNET_CANNOT_BUILD:
+            continue
+        try:
+            set_initial_weights("tiled")
+            results["forward:" + name] = "ok " + check_small_forward(path)
+        except Exception:
+            results["forward:" + name] = traceback.format_exc()
     Path(out).write_text(json.dumps(results))
 
 
@@ -220,6 +281,17 @@ def corpus_results(tmp_path_factory):
 def test_every_cfg_builds_or_fails_as_darknet(path, corpus_results):
     result = corpus_results[corpus_id(path)]
     assert result == "ok", result
+
+
+RUNNABLE = [p for p in CORPUS if corpus_id(p) not in DARKNET_CANNOT_BUILD]
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=[corpus_id(p) for p in RUNNABLE])
+def test_every_cfg_runs_forward_at_a_small_size(path, corpus_results):
+    """A forward pass of every buildable cfg (batch 1, 64x64 or the smallest size it allows,
+    random weights): a layer that crashes or goes non-finite on some cfg fails here."""
+    result = corpus_results["forward:" + corpus_id(path)]
+    assert result.startswith("ok "), result
 
 
 def test_tree_cfgs_build_when_the_tree_exists(lazy_weights, empty_cwd):
@@ -329,11 +401,22 @@ def test_classifier_outputs():
 # ---------------------------------------------------------------------- a few forwards
 
 def sane_statistics(net):
-    """Random weights with zero rolling variance explode through batch norm; use 1."""
-    for layer in net.layers:
+    """Random weights with zero rolling variance explode through batch norm; use 1 (also in
+    the layers inside recurrent layers)."""
+    def parts(layer):        # layers and blocks inside a layer (e.g. [crnn]'s convolutions)
+        return [v for v in vars(layer).values()
+                if type(v).__module__.startswith("minidarknet.layers") and hasattr(v, "__dict__")]
+
+    pending, seen = list(net.layers), set()
+    while pending:
+        layer = pending.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         variance = getattr(layer, "rolling_variance", None)
         if variance is not None:
             variance[...] = 1
+        pending += parts(layer)
 
 
 @pytest.mark.parametrize("name,overrides", [

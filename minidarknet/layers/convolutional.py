@@ -292,7 +292,17 @@ class Convolutional(WeightedLayer):
         if name == "linear":
             return
         if name == "leaky":
-            ops.leaky_inplace(v, self._act_scratch)
+            step = self._act_scratch.size
+            if v.size <= step:
+                ops.leaky_inplace(v, self._act_scratch)
+                return
+            # The scratch fits one column chunk; the XNOR path activates the whole
+            # (contiguous) output at once: go through it in scratch-sized pieces.
+            flat = v.reshape(-1)
+            if not np.shares_memory(flat, v):
+                raise RuntimeError("leaky over more than one chunk needs a contiguous array")
+            for start in range(0, flat.size, step):
+                ops.leaky_inplace(flat[start:start + step], self._act_scratch)
         else:
             self.activation.forward(v, v)
 
