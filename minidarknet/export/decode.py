@@ -163,14 +163,14 @@ def _decode_detection(g, layer, tensor, net):
     conf = g.reshape(g.slice(flat, 1, cells * c, cells * (c + num)), (cells, num, 1))
     base = cells * (c + num)
     raw = g.reshape(g.slice(flat, 1, base, base + cells * num * 4), (cells, num, 4))
-    col, row = _grid(side, side, (1, cells, 1))
-    x = g.op("Div", [g.add(_entry(g, raw, 0), col), g.const(F32(side))], "x")
-    y = g.op("Div", [g.add(_entry(g, raw, 1), row), g.const(F32(side))], "y")
-    bw, bh = _entry(g, raw, 2), _entry(g, raw, 3)
+    col, row = _grid(side, side, (1, cells, 1, 1))
+    x = g.op("Div", [g.add(_entry(g, raw, 0, 3), col), g.const(F32(side))], "x")
+    y = g.op("Div", [g.add(_entry(g, raw, 1, 3), row), g.const(F32(side))], "y")
+    bw, bh = _entry(g, raw, 2, 3), _entry(g, raw, 3, 3)
     if layer.sqrt:
         bw, bh = g.op("Mul", [bw, bw], "w"), g.op("Mul", [bh, bh], "h")
     k = cells * num
-    boxes = g.reshape(g.concat([x, y, bw, bh], axis=2, hint="boxes"), (k, 4))
+    boxes = g.reshape(g.concat([x, y, bw, bh], axis=3, hint="boxes"), (k, 4))
     scores = g.reshape(g.op("Mul", [conf, probs], "scores"), (k, c))
     return boxes, scores, k
 

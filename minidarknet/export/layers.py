@@ -251,7 +251,7 @@ def _shortcut_pj(g, layer, x, sources):
     sample = layer.out_region[1].step or 1
     if sample > 1:
         frm = g.reshape(frm, (c, h, 1, w, 1))
-        frm = g.pad(frm, [0] * 6 + [0, 0, sample - 1, 0, sample - 1])
+        frm = g.pad(frm, [0] * 6 + [0, 0, 0, sample - 1, 0, sample - 1])
         frm = g.reshape(frm, (c, h * sample, w * sample))
         h, w = h * sample, w * sample
     pads = [0, 0, 0, 0, 0, layer.out_c - c, layer.out_h - h, layer.out_w - w]
