@@ -286,6 +286,13 @@ class Network:
         return network_detections(self, thresh=thresh, hier=hier, nms=nms,
                                   image_size=image_size, letterbox=letterbox, index=index)
 
+    def export_onnx(self, path, **options):
+        """Write the network as an ONNX model (minidarknet.export.build_model's options:
+        batch, dynamic_batch, opset, outputs, decode, image_size_input, nms, thresh); needs
+        the `onnx` extra.  Returns the onnx ModelProto."""
+        from .export import export_onnx
+        return export_onnx(self, path, **options)
+
     # ------------------------------------------------------------------ description
     def parameter_count(self):
         return sum(layer.weight_count() for layer in self.layers)

@@ -1,0 +1,73 @@
+"""Run an exported model in onnxruntime and the network in minidarknet on the same random
+input and compare every output (`--verify`)."""
+import numpy as np
+
+from .registry import ExportError
+
+TOLERANCE = 1e-4
+
+
+def random_input(net, batch, seed=0):
+    """Uniform [0, 1) values (a picture's range) of the network's input shape."""
+    rng = np.random.default_rng(seed)
+    image = net.c * net.h * net.w == net.inputs
+    shape = (batch, net.c, net.h, net.w) if image else (batch, net.inputs)
+    return rng.random(shape, dtype=np.float32)
+
+
+def onnx_session(model_or_path):
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("verifying needs onnxruntime: pip install onnxruntime") from None
+    data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") \
+        else str(model_or_path)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def relative_difference(got, want):
+    """max |got - want| / max |want| (0 for two zero arrays; inf when shapes differ)."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    scale = np.max(np.abs(want)) if want.size else 0.0
+    diff = np.max(np.abs(got - want)) if want.size else 0.0
+    if not np.isfinite(diff):
+        same = np.array_equal(np.isnan(got), np.isnan(want)) and \
+            np.array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+        return 0.0 if same else float("inf")
+    return float(diff / scale) if scale else float(diff)
+
+
+def verify(net, model, batch=1, seed=0, image_size=None):
+    """[(output name, largest relative difference)] between onnxruntime and minidarknet."""
+    from .exporter import INPUT
+    session = onnx_session(model)
+    x = random_input(net, batch, seed)
+    feeds = {INPUT: x}
+    names = [o.name for o in session.get_outputs()]
+    if any(i.name == "image_size" for i in session.get_inputs()):
+        size = image_size or (net.w * 2, net.h)
+        feeds["image_size"] = np.tile(np.asarray(size, np.int64), (batch, 1))
+    got = dict(zip(names, session.run(names, feeds)))
+    net.forward(x)
+    want = expected_outputs(net, names, feeds)
+    return [(name, relative_difference(got[name], want[name])) for name in names
+            if name in want]
+
+
+def expected_outputs(net, names, feeds):
+    """minidarknet's numbers for the graph's output names (after a forward)."""
+    from .reference import decoded_reference
+    want = {}
+    for name in names:
+        if name.startswith("layer_"):
+            index = int(name.split("_")[1])
+            want[name] = net.layers[index].output
+    if "boxes" in names:
+        boxes, scores = decoded_reference(net, feeds.get("image_size"))
+        want["boxes"], want["scores"] = boxes, scores
+    return want

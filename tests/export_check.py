@@ -1,0 +1,79 @@
+"""Helpers shared by tests/test_export.py and benchmarks/check_export_corpus.py: build a cfg
+at a small size with random weights and sane batch-norm statistics, export it, run it in
+onnxruntime and compare every layer's output with minidarknet's forward."""
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import minidarknet
+from minidarknet.errors import DarknetWarning
+
+SIZES = (32, 64, 128, 256)
+
+
+def fork_of(path):
+    return "alexeyab" if "alexeyab" in Path(path).parts else "pjreddie"
+
+
+def unique_cfgs(root):
+    """The corpus without byte-identical duplicates (the first of each kept)."""
+    seen, paths = set(), []
+    for path in sorted(Path(root).rglob("*.cfg")):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            paths.append(path)
+    return paths
+
+
+def build_small(path, seed=0):
+    """The network at the smallest of SIZES it builds at (None, error text if none)."""
+    error = None
+    for size in SIZES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DarknetWarning)
+                net = minidarknet.load(path, batch=1, width=size, height=size, seed=seed,
+                                       fork=fork_of(path))
+        except minidarknet.CfgError as e:
+            error = str(e)
+            continue
+        sane_statistics(net, seed)
+        return net, None
+    return None, error
+
+
+def sane_statistics(net, seed):
+    """Random batch-norm statistics, biases and shortcut weights of a plausible size, so
+    that every parameter matters and values neither vanish nor blow up."""
+    rng = np.random.default_rng(seed + 1)
+    for layer in net.layers:
+        arrays = [layer] + list(getattr(layer, "blocks", {}).values())
+        for owner in arrays:
+            if getattr(owner, "rolling_mean", None) is not None:
+                n = owner.rolling_mean.shape
+                owner.rolling_mean[...] = rng.normal(0, 0.1, n)
+                owner.rolling_variance[...] = rng.uniform(0.5, 1.5, n)
+                owner.scales[...] = rng.uniform(0.7, 1.1, n)
+            biases = getattr(owner, "biases", None)
+            if biases is not None and layer.type not in ("yolo", "region", "Gaussian_yolo"):
+                biases[...] = rng.normal(0, 0.1, biases.shape)
+        if layer.type == "shortcut" and layer.weights is not None:
+            layer.weights[...] = rng.uniform(0.5, 1.5, layer.weights.shape)
+
+
+def compare_with_onnxruntime(net, model, seed=0):
+    """{layer index: largest relative difference} over every output of the model."""
+    from minidarknet.export.verify import onnx_session, random_input, relative_difference
+    session = onnx_session(model)
+    x = random_input(net, 1, seed)
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(names, {"input": x})))
+    net.forward(x)
+    result = {}
+    for name in names:
+        index = int(name.split("_")[1])
+        result[index] = relative_difference(got[name], net.layers[index].output)
+    return result

@@ -1,0 +1,272 @@
+"""ONNX export (minidarknet/export): every layer type has a converter or a stated refusal, and
+onnxruntime computes minidarknet's numbers -- layer by layer on small networks that exercise
+every converter and its variants, on the cfg corpus, and on the real yolov3-tiny weights,
+whose decoded boxes after NMS are Darknet's own detections of dog.jpg."""
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx extra")
+ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxruntime")
+
+import minidarknet  # noqa: E402
+from conftest import CFG_CORPUS, ROOT, SHARED, need_shared  # noqa: E402
+from export_check import (build_small, compare_with_onnxruntime, sane_statistics,  # noqa: E402
+                          unique_cfgs)
+from minidarknet.activations import ACTIVATIONS  # noqa: E402
+from minidarknet.errors import DarknetWarning  # noqa: E402
+from minidarknet.export import (CONVERTERS, REFUSED, ExportError, build_model,  # noqa: E402
+                                export_onnx, verify)
+from minidarknet.export.activations import ACTIVATION_CONVERTERS  # noqa: E402
+from minidarknet.layers import LAYER_TYPES  # noqa: E402
+
+F32 = np.float32
+TOLERANCE = 1e-4
+
+
+def build(text, fork=None, batch=1):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DarknetWarning)
+        net = minidarknet.loads(text, seed=0, fork=fork, batch=batch)
+    sane_statistics(net, 0)
+    return net
+
+
+def net_text(body, c=4, h=8, w=8):
+    return f"[net]\nbatch=1\nwidth={w}\nheight={h}\nchannels={c}\n\n{body}"
+
+
+def conv(filters, size=3, extra="", activation="leaky", bn=1, stride=1):
+    return (f"[convolutional]\nbatch_normalize={bn}\nfilters={filters}\nsize={size}\n"
+            f"stride={stride}\npad={1 if size > 1 else 0}\nactivation={activation}\n{extra}\n")
+
+
+# Small networks that together use every converter and the variants the issue names.
+NETWORKS = {
+    "conv_pool": net_text(
+        conv(6) + "[maxpool]\nsize=2\nstride=1\n\n"                # 2x2/1: pads bottom/right
+        + conv(6, bn=0, stride=2) + "[maxpool]\nsize=3\nstride=2\n\n"
+        + conv(4, 1, "groups=2", "mish") + "[avgpool]\n\n[connected]\noutput=5\n"
+        "batch_normalize=1\nactivation=relu\n\n[dropout]\nprobability=.3\n\n"
+        "[softmax]\ngroups=1\n\n"
+        # padding beyond the window: ONNX needs an explicit -FLT_MAX Pad (Darknet's fill)
+        "[route]\nlayers=-6\n\n[maxpool]\nsize=2\nstride=1\npadding=5\n\n", h=12, w=10),
+    "dilated_xnor": net_text(
+        conv(8, 3, "dilation=2\npadding=2\npad=0") + conv(8, 3, "xnor=1")
+        + conv(8, 3, "xnor=1\nxnor_path=bits\nbin_output=1")
+        + conv(8, 3, "share_index=-2\ndilation=2\npadding=2\npad=0", "swish"), c=4),
+    "routes_shortcuts": net_text(
+        conv(8) + conv(8, 1) + "[route]\nlayers=-1\ngroups=2\ngroup_id=1\n\n"
+        + conv(8) + "[shortcut]\nfrom=-4\nactivation=leaky\n\n"            # 8 into 8
+        + conv(4, stride=2) + "[shortcut]\nfrom=-2\nalpha=.5\nbeta=2\n\n"   # from larger
+        + "[upsample]\nstride=2\nscale=.5\n\n" + "[shortcut]\nfrom=-3\n\n"    # from smaller
+        + "[shortcut]\nfrom=-8, -9\nweights_type=per_channel\nweights_normalization=relu\n\n"
+        + "[shortcut]\nfrom=-1\nweights_type=per_feature\nweights_normalization=softmax\n\n"
+        + "[route]\nlayers=-1,-7\n\n" + "[upsample]\nstride=-2\n\n"
+        + "[route]\nlayers=-1,-8\n\n" + "[route]\nlayers=-1,-3\n\n", c=3),
+    "reorg": net_text(
+        conv(8) + "[reorg]\nstride=2\n\n[reorg]\nstride=2\nreverse=1\n\n"
+        "[reorg3d]\nstride=2\n\n[reorg3d]\nstride=1\nreverse=1\n\n[reorg]\nflatten=1\n\n"
+        "[reorg]\nflatten=1\nreverse=1\n\n[reorg]\nextra=3\n\n", c=3),
+    "attention": net_text(
+        conv(8) + "[avgpool]\n\n" + conv(8, 1, bn=0, activation="logistic")
+        + "[scale_channels]\nfrom=-3\n\n" + conv(1, 1, bn=0, activation="logistic")
+        + "[scale_channels]\nfrom=-2\nscale_wh=1\nactivation=relu6\n\n"
+        + conv(8, 1, bn=0, activation="hard_mish") + "[sam]\nfrom=-2\n\n"
+        + "[implicit]\nfilters=8\n\n[route]\nlayers=-2\n\n[empty]\n\n"
+        + "[local_avgpool]\nsize=3\nstride=1\n\n[batchnorm]\n\n"
+        + "[l2norm]\n\n[lrn]\nsize=5\nalpha=.1\nbeta=.75\nkappa=2\n\n"
+        + "[crop]\ncrop_height=6\ncrop_width=5\n\n[maxpool]\nmaxpool_depth=1\nout_channels=3\n\n"
+        "[l2norm]\naxis=sample\n\n[logistic]\n\n", c=3),
+    "local_deconv": net_text(
+        "[local]\nfilters=3\nsize=3\nstride=1\npad=1\nactivation=leaky\n\n"
+        "[deconvolutional]\nfilters=4\nsize=4\nstride=2\npad=1\nbatch_normalize=1\n"
+        "activation=elu\n\n[local]\nfilters=2\nsize=3\nstride=2\npad=0\nactivation=selu\n\n"
+        "[crop]\ncrop_height=3\ncrop_width=2\nnoadjust=1\n\n[connected]\noutput=7\n"
+        "activation=loggy\n\n[softmax]\ngroups=7\ntemperature=.5\n\n[cost]\n", c=2, h=6, w=6),
+    "yolo": net_text(
+        conv(14, 1, bn=0, activation="linear") + "[yolo]\nmask=0,1\nanchors=2,3, 4,5, 6,7\n"
+        "classes=2\nnum=3\nscale_x_y=1.1\n\n[route]\nlayers=-2\n\n" + conv(14, 1, bn=0, activation="logistic")
+        + "[yolo]\nmask=1,2\nanchors=2,3, 4,5, 6,7\nclasses=2\nnum=3\nnew_coords=1\n"
+        "scale_x_y=2.0\n\n[route]\nlayers=-5\n\n" + conv(22, 1, bn=0, activation="linear")
+        + "[Gaussian_yolo]\nmask=0,1\nanchors=2,3, 4,5, 6,7\nclasses=2\nnum=3\n"
+        "scale_x_y=1.05\n\n", c=3, h=6, w=4),
+    "region": net_text(
+        conv(14, 1, bn=0, activation="linear") + "[region]\nanchors=1,1, 2,2\nclasses=2\n"
+        "coords=4\nnum=2\nsoftmax=1\n\n[route]\nlayers=-2\n\n" + conv(16, 1, bn=0, activation="linear")
+        + "[region]\nanchors=1,1, 2,2\nclasses=2\ncoords=5\nnum=2\n\n[route]\nlayers=-4\n\n"
+        + conv(14, 1, bn=0, activation="linear")
+        + "[region]\nanchors=1,1, 2,2\nclasses=2\ncoords=4\nnum=2\nbackground=1\nsoftmax=1\n\n",
+        c=3, h=5, w=4),
+    "detection": net_text(
+        "[connected]\noutput=52\nactivation=linear\n\n[detection]\nclasses=3\ncoords=4\n"
+        "side=2\nnum=2\nsoftmax=1\nsqrt=1\n\n", c=2, h=4, w=4),
+    "contrastive": net_text(
+        conv(8, 1, bn=0) + conv(14, 1, bn=0, activation="linear")
+        + "[yolo]\nmask=0,1\nanchors=1,1, 2,2\nclasses=2\nnum=2\nembedding_layer=-2\n\n"
+        "[route]\nlayers=-3\n\n[contrastive]\nclasses=1\nyolo_layer=-2\n\n", c=3, h=4, w=4),
+}
+
+ACTIVATION_NET = net_text("".join(
+    f"[convolutional]\nfilters=4\nsize=1\nactivation={name}\n\n[activation]\n"
+    f"activation={name}\n\n" for name in ACTIVATIONS), c=4, h=3, w=3)
+
+
+def model_of(net, **options):
+    return build_model(net, outputs="all", **options)
+
+
+def assert_graph_matches(net, model=None, seed=0):
+    model = model or model_of(net)
+    outputs = [o.name for o in model.graph.output]
+    for name in outputs:
+        index = int(name.split("_")[1])
+        assert name == f"layer_{index}_{net.layers[index].type}"
+    diffs = compare_with_onnxruntime(net, model, seed)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= TOLERANCE, (worst, net.layers[worst], diffs[worst])
+    return diffs
+
+
+# ---------------------------------------------------------------------------- the registry
+
+def test_every_layer_type_has_a_converter_or_a_stated_refusal():
+    for name, cls in LAYER_TYPES.items():
+        assert cls in CONVERTERS or (cls.type in REFUSED and REFUSED[cls.type]), name
+        assert not (cls in CONVERTERS and cls.type in REFUSED), name
+
+
+def test_every_activation_of_both_forks_has_a_converter():
+    assert set(ACTIVATION_CONVERTERS) == set(ACTIVATIONS)
+
+
+def test_the_small_networks_use_every_converter():
+    used = set()
+    for text in list(NETWORKS.values()) + [ACTIVATION_NET]:
+        used |= {type(layer) for layer in build(text).layers}
+    assert set(CONVERTERS) <= used, set(CONVERTERS) - used
+
+
+# ---------------------------------------------------------------------------- numbers
+
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_every_layer_matches_minidarknet(name):
+    net = build(NETWORKS[name])
+    diffs = assert_graph_matches(net)
+    assert len(diffs) == sum(layer.type != "cost" for layer in net.layers)
+
+
+@pytest.mark.parametrize("fork", ["pjreddie", "alexeyab"])
+def test_every_activation_matches_both_forks(fork):
+    net = build(ACTIVATION_NET, fork=fork)
+    # inputs spread over every branch of the piecewise activations (stair, plse, lhtan, ...)
+    layer = net.layers[0]
+    layer.weights[...] = np.random.default_rng(1).normal(0, 3, layer.weights.shape)
+    assert_graph_matches(net)
+
+
+def test_batch_norm_follows_the_network_fork():
+    text = net_text(conv(6) + "[connected]\noutput=4\nbatch_normalize=1\nactivation=linear\n",
+                    c=3, h=4, w=4)
+    for fork in ("pjreddie", "alexeyab"):
+        net = build(text, fork=fork)
+        for layer in net.layers:
+            layer.rolling_variance[...] = 1e-5     # where the forks' epsilons matter most
+        assert_graph_matches(net)
+
+
+def test_l2norm_zero_column_gives_zero_not_nan():
+    net = build(net_text("[l2norm]\n", c=3, h=2, w=2))
+    session = ort.InferenceSession(model_of(net).SerializeToString())
+    x = np.ones((1, 3, 2, 2), F32)
+    x[0, :, 0, 1] = 0
+    got = session.run(None, {"input": x})[0]
+    np.testing.assert_array_equal(got, net.forward(x))
+    assert got[0, 0, 0, 1] == 0
+
+
+def test_dynamic_batch_runs_any_batch():
+    net = build(NETWORKS["routes_shortcuts"])
+    model = build_model(net, dynamic_batch=True)
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    x = np.random.default_rng(2).random((3, 3, 8, 8), dtype=F32)
+    got = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
+    want = net.forward(x)
+    assert np.max(np.abs(got - want)) <= TOLERANCE * np.max(np.abs(want))
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_other_opsets(opset):
+    net = build(NETWORKS["attention"])
+    model = model_of(net, opset=opset)
+    assert model.opset_import[0].version == opset
+    assert_graph_matches(net, model)
+
+
+def test_decoding_matches_minidarknet_for_every_head():
+    for name in ("yolo", "region", "detection"):
+        net = build(NETWORKS[name])
+        model = build_model(net, decode=True, image_size_input=True)
+        results = dict(verify(net, model, image_size=(50, 20)))
+        assert set(results) == {"boxes", "scores"}
+        assert max(results.values()) <= TOLERANCE, (name, results)
+
+
+# ---------------------------------------------------------------------------- refusals
+
+def test_recurrent_layers_are_refused_naming_the_layer(tmp_path):
+    net = build(net_text("[rnn]\noutput=4\nhidden=4\nactivation=leaky\n", c=1, h=2, w=2))
+    with pytest.raises(ExportError, match=r"layer 0 \[rnn\] .*cannot be exported") as e:
+        export_onnx(net, tmp_path / "x.onnx")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_diou_nms_is_refused_in_the_graph():
+    net = build(NETWORKS["yolo"].replace("classes=2\nnum=3\nscale_x_y=1.05",
+                                         "classes=2\nnum=3\nnms_kind=diounms"))
+    build_model(net, decode=True)
+    with pytest.raises(ExportError, match="DIoU"):
+        build_model(net, decode=True, nms=.45)
+
+
+def test_cli_refusal_is_one_line_with_status_2(tmp_path):
+    cfg = tmp_path / "rnn.cfg"
+    cfg.write_text(net_text("[rnn]\noutput=4\nhidden=4\n", c=1, h=2, w=2))
+    done = subprocess.run([sys.executable, "-m", "minidarknet", "export", str(cfg),
+                           str(tmp_path / "o.onnx")], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rnn.cfg:7" in errors[0] and "Traceback" not in done.stderr
+
+
+def test_cli_export_and_verify(tmp_path):
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text(NETWORKS["yolo"])
+    out = tmp_path / "net.onnx"
+    done = subprocess.run([sys.executable, "-m", "minidarknet", "export", str(cfg), str(out),
+                           "--decode", "--nms", ".45", "--verify", "--fork", "alexeyab"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "boxes: largest relative difference" in done.stdout
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    assert sorted(os.listdir(tmp_path)) == ["net.cfg", "net.onnx"]    # no temporary left
+
+
+def test_network_method_writes_the_same_model(tmp_path):
+    net = build(NETWORKS["reorg"])
+    net.export_onnx(tmp_path / "a.onnx", outputs="all")
+    assert onnx.load(tmp_path / "a.onnx") == model_of(net)
+
+
+def test_core_import_does_not_load_onnx():
+    code = "import sys, minidarknet; minidarknet.Network; print('onnx' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.stdout.strip() == "False"
