@@ -9,7 +9,7 @@ import click
 
 from .errors import DarknetWarning, MiniDarknetError
 
-SUBCOMMANDS = ("run", "info", "train", "valid", "experiment")
+SUBCOMMANDS = ("run", "info", "train", "valid", "experiment", "anchors", "partial")
 
 
 class LazyGroup(click.Group):
