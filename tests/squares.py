@@ -78,3 +78,25 @@ def squares_set(folder, count, seed=0):
     data.write_text(f"classes=1\ntrain={folder / 'list.txt'}\nvalid={folder / 'list.txt'}\n"
                     f"names={folder / 'names.txt'}\n")
     return data
+
+
+def moving_squares(frames):
+    """Top-left corners of two squares in each frame (at most 11): one going right along the
+    top, one going up on the right, 4 pixels a frame, on the windows' grid (corners at
+    2 mod 4), where exactly one window covers each square."""
+    return [[(2 + 4 * i, 6), (46, 46 - 4 * i)] for i in range(frames)]
+
+
+def write_video(path, corners, fps=10, codec="mpeg4"):
+    """Encode the squares at `corners` (one list per frame) with PyAV."""
+    import av
+    with av.open(str(path), "w") as sink:
+        stream = sink.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        stream.bit_rate = 2_000_000
+        for frame_corners in corners:
+            frame = av.VideoFrame.from_ndarray(draw_squares(frame_corners), format="rgb24")
+            for packet in stream.encode(frame):
+                sink.mux(packet)
+        for packet in stream.encode(None):
+            sink.mux(packet)
