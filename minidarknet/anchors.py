@@ -34,7 +34,9 @@ of near-equal size (the extra ones go to the coarser heads), AlexeyAB's advice f
 anchors.  Every head lists all the anchors, with ``mask`` its own group, ``num`` the total,
 and the [convolutional] just before it gets ``filters = (classes + 5) * len(mask)``
 (``+ 9`` for [Gaussian_yolo]).  A [region] head (YOLOv2) takes all the anchors in grid
-cells (pixels / stride) and ``filters = num * (classes + coords + 1)``.
+cells and ``filters = num * (classes + coords + 1)``; its anchors are computed in those
+units (the boxes scaled to the grid size, as `darknet detector calc_anchors -width 13
+-height 13` is used for YOLOv2), printed and written with 4 decimals.
 """
 import math
 import os
@@ -190,8 +192,17 @@ def detection_heads(net):
     return heads
 
 
+def region_grid(net):
+    """(w, h) of the grid of a [region] network (its anchors are in grid cells), else None."""
+    heads = detection_heads(net)
+    if all(l.type == "region" for l in heads):
+        return heads[-1].out_w, heads[-1].out_h
+    return None
+
+
 def plan_heads(net, anchors):
-    """How `anchors` (k, 2, pixels, sorted by area) go to the detection heads of `net`."""
+    """How `anchors` (k, 2, sorted by area; pixels, or grid cells for [region] heads) go to
+    the detection heads of `net`."""
     anchors = np.asarray(anchors, np.float64)
     heads = detection_heads(net)
     plans = []
@@ -205,13 +216,12 @@ def plan_heads(net, anchors):
             raise CfgError(layer.section.path, layer.section.line,
                            f"{layer.section.header} (layer {layer.index}) does not follow a "
                            f"[convolutional] layer whose filters could be set")
-    if not yolo:
+    if not yolo:        # [region]: the anchors are already in grid cells (region_grid)
         for layer in heads:
-            stride = net.w / layer.out_w
-            plans.append(HeadPlan(layer, net.layers[layer.index - 1], stride,
+            plans.append(HeadPlan(layer, net.layers[layer.index - 1], net.w / layer.out_w,
                                   list(range(len(anchors))),
                                   len(anchors) * (layer.classes + layer.coords + 1),
-                                  anchors / stride))
+                                  anchors))
         return plans
     if len(anchors) < len(yolo):
         raise MiniDarknetError(f"{len(anchors)} anchors cannot be split over {len(yolo)} "

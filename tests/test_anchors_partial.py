@@ -201,3 +201,20 @@ def test_partial_keeps_the_first_layers_bytes_and_resets_seen(tmp_path):
     assert too_many.returncode == 2 and "the network has 9" in too_many.stderr
     same = run_cli(["partial", str(DEMO), "full.weights", "full.weights", "3"], tmp_path)
     assert same.returncode == 2 and (tmp_path / "full.weights").read_bytes() == source
+
+
+def test_region_heads_get_anchors_in_grid_cells(detection, tmp_path):
+    cfg = tmp_path / "v2.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n\n[maxpool]\nsize=8\nstride=8\n\n"
+                   "[convolutional]\nfilters=16\nsize=1\nstride=1\nactivation=linear\n\n"
+                   "[region]\nanchors=1,1, 2,2\nclasses=3\nnum=2\n")
+    done = run_cli(["anchors", str(detection), "--cfg", str(cfg), "--num", "3", "--write",
+                    "new.cfg"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "grid 8x8 (cells)" in done.stdout and "all anchors" in done.stdout
+    sizes, _ = label_sizes(detection, 8, 8)                  # the boxes in grid cells
+    fit = kmeans_anchors(sizes, 3, seed=0, width=8)
+    net = minidarknet.load(tmp_path / "new.cfg")
+    np.testing.assert_allclose(net.layers[2].biases[:6].reshape(-1, 2), fit.anchors,
+                               atol=1e-6)
+    assert fit.anchors.max() < 4 and net.layers[1].out_c == 3 * 8   # filters = 3 * (3 + 5)

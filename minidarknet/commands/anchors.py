@@ -32,17 +32,22 @@ def command(data, cfg, num, width, height, seed, restarts, write, plot, on_bad_d
     """Compute anchors for CFG from the label boxes of DATA's train list."""
     import minidarknet
     from minidarknet.anchors import (detection_heads, format_anchors, kmeans_anchors,
-                                     label_sizes, plan_heads, plot_anchors, rewrite_cfg,
+                                     label_sizes, plan_heads, plot_anchors, region_grid,
+                                     rewrite_cfg,
                                      write_cfg)
 
     net = minidarknet.load(cfg, batch=1)
     heads = detection_heads(net)
     width = width or net.w
     height = height or net.h
+    grid = region_grid(net)
+    if grid:               # YOLOv2: anchors in grid cells of a width x height input
+        width, height = (round(width * grid[0] / net.w), round(height * grid[1] / net.h))
     num = num or int(heads[0].total if hasattr(heads[0], "total") else heads[0].n)
     sizes, images = label_sizes(data, width, height, on_bad_data=on_bad_data)
     fit = kmeans_anchors(sizes, num, seed=seed, restarts=restarts, width=width)
-    click.echo(f"{len(sizes)} boxes from {images} images, network {width}x{height}; "
+    units = f"grid {width}x{height} (cells)" if grid else f"network {width}x{height}"
+    click.echo(f"{len(sizes)} boxes from {images} images, {units}; "
                f"k-means: {num} anchors, best of {restarts} runs (seed {seed}, run "
                f"{fit.restart + 1}, {fit.rounds} rounds)")
     click.echo(f"anchors = {format_anchors(fit.anchors, width)}")
@@ -53,7 +58,9 @@ def command(data, cfg, num, width, height, seed, restarts, write, plot, on_bad_d
         layer = plan.layer
         picked = fit.anchors[plan.mask]
         click.echo(f"layer {layer.index:>3} [{layer.type}] {layer.out_w}x{layer.out_h} (stride "
-                   f"{plan.stride:g}): mask={','.join(map(str, plan.mask))}  anchors "
+                   f"{plan.stride:g}): " + ("all anchors" if layer.type == "region" else
+                                            f"mask={','.join(map(str, plan.mask))}") +
+                   f"  anchors "
                    f"{format_anchors(picked, width)}  ({sum(counts[i] for i in plan.mask)} "
                    f"boxes); filters={plan.filters} in layer {plan.conv.index}")
     if plot:
