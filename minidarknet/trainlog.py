@@ -119,13 +119,15 @@ class TrainLog:
             f", avg loss {last[2]:.4f}"
         if self.maps:
             title += f", mAP@0.5 {self.maps[-1][1] * 100:.2f} % (best {self.best * 100:.2f} %)"
+        # both panels span the whole run, as AlexeyAB's chart spans max_batches
+        x_range = (rows[0, 0] - 1, max(self.max_batches or 0, rows[-1, 0]))
         panels = [_render(plot_curves, [("avg loss", rows[:, 0], rows[:, 2], rows[:, 1])],
-                          title=title, ylabel="loss", size=(960, 420))]
+                          title=title, ylabel="loss", size=(960, 400), x_range=x_range)]
         if self.map_every:
             xs = [i for i, _ in self.maps] or [rows[0, 0]]
             ys = [m * 100 for _, m in self.maps] or [float("nan")]
             panels.append(_render(plot_curves, [("mAP@0.5 %", xs, ys)], ylabel="mAP@0.5 (%)",
-                                  size=(960, 300)))
+                                  size=(960, 400), x_range=x_range))
         width = max(p.width for p in panels)
         picture = Image.new("RGB", (width, sum(p.height for p in panels)), (255, 255, 255))
         top = 0

@@ -81,3 +81,23 @@ def test_names_default_to_the_data_files_names(detector, tmp_path, capsys):
     record = json.loads(out)
     assert [d["classes"][0]["name"] for d in record["detections"]] == ["square"]
     assert record["detections"][0]["left"] == 18
+
+
+def test_synthetic_video_frames_and_labels(tmp_path):
+    av = pytest.importorskip("av")
+    from minidarknet.synthetic_video import make_video
+    labels = make_video(tmp_path / "s.mp4", frames=5, size=64, seed=1)
+    with av.open(str(tmp_path / "s.mp4")) as source:
+        frames = [f.to_ndarray(format="rgb24") for f in source.decode(source.streams.video[0])]
+    assert len(frames) == len(labels) == 5 and frames[0].shape == (64, 64, 3)
+    for boxes in labels:
+        assert [b[0] for b in boxes] == [0, 1, 2]
+        rows = np.array([b[1:] for b in boxes])
+        # inside the picture, of the detection set's sizes, one per band: no overlaps
+        assert (rows[:, 0] - rows[:, 2] / 2 >= 0).all() and (rows[:, 0] + rows[:, 2] / 2 <= 1).all()
+        assert (rows[:, 2] > .12).all() and (rows[:, 2] < .3).all()
+        tops, bottoms = rows[:, 1] - rows[:, 3] / 2, rows[:, 1] + rows[:, 3] / 2
+        assert (bottoms[:-1] < tops[1:]).all()
+    # the shapes move: the first one's centre changes from frame to frame
+    xs = [boxes[0][1] for boxes in labels]
+    assert len(set(np.round(xs, 3))) == 5
