@@ -9,7 +9,8 @@ import click
 
 from .errors import DarknetWarning, MiniDarknetError
 
-SUBCOMMANDS = ("run", "info", "train", "valid", "experiment", "export")
+SUBCOMMANDS = ("run", "info", "train", "valid", "experiment", "export", "anchors",
+               "partial")
 
 
 class LazyGroup(click.Group):

@@ -125,8 +125,9 @@ def _dashed(draw, points, colour, width, dash):
 
 
 def plot_curves(path, curves, *, title=None, xlabel="iteration", ylabel="loss", log_y=None,
-                size=(960, 560)):
-    """Draw every curve into one PNG at `path` (see the module doc); returns the path."""
+                size=(960, 560), x_range=None):
+    """Draw every curve into one PNG at `path` (see the module doc); returns the path.
+    x_range=(low, high) fixes the x axis (e.g. to line up two charts)."""
     curves = [tuple(c) for c in curves]
     if not curves:
         raise ValueError("nothing to plot: no curves")
@@ -168,7 +169,8 @@ def plot_curves(path, curves, *, title=None, xlabel="iteration", ylabel="loss", 
         y_ticks = nice_ticks(y_low - pad, y_high + pad)
         t_low, t_high = y_low - pad, y_high + pad
         to_axis = float
-    x_low, x_high = float(all_x.min()), float(all_x.max())
+    x_low, x_high = (float(all_x.min()), float(all_x.max())) if x_range is None else \
+        (float(x_range[0]), float(x_range[1]))
     if x_high == x_low:
         x_high = x_low + 1
     x_ticks = nice_ticks(x_low, x_high, 8)

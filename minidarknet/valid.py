@@ -7,8 +7,10 @@ Classifiers: every validation image is fitted like Darknet's validate_classifier
 (resize_min to the net width, then a centre crop), run once, and its class compared with
 the top-1 and top-5 outputs.  Detectors: AlexeyAB's validate_detector_map: detections with
 thresh .005, hier 0 and NMS .45 (the thresholds Darknet uses there), mapped back to the
-image, scored by minidarknet.metrics.detection_map.  Images are letterboxed (as pjreddie's
-training and validate_detector fit them) unless resize="stretch" (AlexeyAB without
+image, scored by minidarknet.metrics.detection_map; the same detections also give the
+VOC 11-point mAP@0.5 and COCO's AP@[.5:.95], AP@0.5, AP@0.75 and AP by box size
+(minidarknet.cocometrics, pycocotools' numbers) in report.coco.  Images are letterboxed (as
+pjreddie's training and validate_detector fit them) unless resize="stretch" (AlexeyAB without
 -letter_box).  Arrays (.npz) use their integer labels, or report the mean loss when they
 hold truth rows.
 """
@@ -34,6 +36,15 @@ class ValidReport:
     names: list = None
     detail: object = None       # MapResult for detectors
     per_image: list = field(default_factory=list)
+    # detectors: VOC 11-point mAP@0.5 and COCO's metrics of the same detections
+    map50: float = None         # AlexeyAB's mAP@0.5 (area under the curve)
+    voc11: float = None
+    voc11_ap: list = None
+    coco: object = None         # cocometrics.CocoResult
+    coco_records: list = None   # per image (pixel boxes, scores, classes), for --coco-json
+    image_ids: list = None      # COCO image_ids from the file names (None: not all have one)
+    image_id_error: object = None
+    paths: list = None
 
 
 def validate(cfg, data, *, net=None, weights=None, overrides=None, batch=None, top=5,
@@ -96,13 +107,15 @@ def _validate_detector(net, dataset, batch, thresh, nms, iou_thresh, points, res
                        progress):
     from .detect import batch_detections, detection_heads
     classes = detection_heads(net)[-1].classes
-    detections, truths, count = [], [], 0
+    detections, truths, sizes, paths, count = [], [], [], [], 0
     for vb in dataset.valid_batches(batch):
         net.forward(vb.x)
         found = batch_detections(net, thresh=thresh, hier=0, nms=nms, image_sizes=vb.sizes,
                                  letterbox=resize == "letterbox")
         detections += found
         truths += vb.boxes
+        sizes += vb.sizes
+        paths += vb.paths
         count += len(vb.x)
         if progress:
             progress(count, len(dataset))
@@ -110,4 +123,26 @@ def _validate_detector(net, dataset, batch, thresh, nms, iou_thresh, points, res
         raise DataError(f"{dataset.source}: no validation images")
     result = detection_map(detections, truths, classes, iou_thresh=iou_thresh, points=points)
     key = f"mAP@{iou_thresh:g}"
-    return ValidReport("detector", {key: result.map}, count, 0.0, detail=result)
+    report = ValidReport("detector", {key: result.map}, count, 0.0, detail=result)
+    report.paths = paths
+    _add_coco_metrics(report, detections, truths, sizes, paths, classes, iou_thresh, points)
+    return report
+
+
+def _add_coco_metrics(report, detections, truths, sizes, paths, classes, iou_thresh, points):
+    """VOC 11-point mAP (AlexeyAB's -points 11) and COCO's metrics (minidarknet.cocometrics)
+    of the same detections; report.coco_records and .image_ids serve --coco-json."""
+    from .cocometrics import coco_evaluate, coco_records, image_ids
+    voc = report.detail if points == 11 and iou_thresh == 0.5 else \
+        detection_map(detections, truths, classes, iou_thresh=0.5, points=11)
+    auc = report.detail if points == 0 and iou_thresh == 0.5 else \
+        detection_map(detections, truths, classes, iou_thresh=0.5, points=0)
+    report.map50 = auc.map
+    try:
+        ids = image_ids(paths)
+    except DataError as e:
+        ids, report.image_id_error = None, e
+    records = coco_records(detections, sizes, classes)
+    coco = coco_evaluate(records, truths, sizes, classes, order=ids)
+    report.voc11, report.voc11_ap, report.coco = voc.map, voc.ap, coco
+    report.coco_records, report.image_ids = records, ids

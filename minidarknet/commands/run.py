@@ -49,13 +49,26 @@ DETECTION_TYPES = ("yolo", "region", "detection")
               "or a folder: results.jsonl, and pictures with --draw.")
 @click.option("--draw", is_flag=True, help="With --out DIR: also write each image's picture.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per image.")
+@click.option("--data", type=click.Path(dir_okay=False), help="A .data file: --names "
+              "defaults to its names=.")
 @fork_option
 def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, top, thresh,
-            hier, nms, out, draw, as_json, fork):
-    """Run the network CFG on IMAGE files, folders or glob patterns."""
+            hier, nms, out, draw, as_json, data, fork):
+    """Run the network CFG on IMAGE files, folders or glob patterns, or video files
+    (with --out DIR: DIR/<video>.mp4 with the boxes drawn and DIR/results.jsonl)."""
     import minidarknet
     from minidarknet.errors import MiniDarknetError
     from minidarknet.image import load_image, prepare_image, to_channels
+    from minidarknet.video import is_video
+
+    names = names or names_from_data(data)
+    videos = [item for item in inputs if is_video(item)]
+    if videos:
+        from minidarknet.commands.videos import run_videos
+        run_videos(cfg, weights, videos, out, batch, resize, thresh, hier, nms, names)
+        inputs = [item for item in inputs if not is_video(item)]
+        if not inputs:
+            return
 
     paths = collect_images(inputs)
     folder = out is not None and (Path(out).is_dir() or not Path(out).suffix)
@@ -127,6 +140,18 @@ def collect_images(inputs):
                 raise click.BadParameter(f"{item}: no image files match", param_hint="IMAGE")
             paths += found
     return paths
+
+
+def names_from_data(data):
+    """The names= file of a .data file (None without one)."""
+    if not data:
+        return None
+    import os.path
+    from minidarknet.data import read_data_file, resolve
+    options = read_data_file(data)
+    if "names" not in options:
+        return None
+    return resolve(options["names"][0], os.path.dirname(os.path.abspath(data)))
 
 
 def read_names(path):

@@ -6,6 +6,10 @@ Checkpoints go to --out (default: the .data file's backup= folder, else ./backup
 stopped (Ctrl-C, SIGTERM, an error, a NaN loss), <stem>_final.weights at the end; each with a
 .state.npz sidecar (momentum) so that `--weights <checkpoint>` resumes exactly.
 
+--map-every N (detectors): mAP@0.5 on the validation list every N iterations, the best
+weights as <stem>_best.weights; with --chart too, chart.png (loss and mAP) and train.csv in
+--out, redrawn as training goes (minidarknet/trainlog.py).
+
 Exit status: 0 done, 1 the loss became NaN/infinite, 2 bad input, 130 SIGINT, 143 SIGTERM.
 """
 import os
@@ -38,16 +42,33 @@ from . import fork_option
 @click.option("--clear", is_flag=True, help="Start counting iterations from 0 even when the "
               "weights have a 'seen' count (Darknet's -clear).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@click.option("--map-every", type=click.IntRange(min=1), help="Detector: mAP@0.5 on the "
+              "validation list every N iterations (and at the end), in chart.png and "
+              "train.csv in --out; the best weights are saved as <cfg>_best.weights.")
+@click.option("--chart", is_flag=True, help="Write chart.png and train.csv in --out (implied "
+              "by --map-every).")
 @fork_option
 def command(cfg, data, weights, max_batches, out, backup_every, gradients, seed, on_bad_data,
-            clear, quiet, fork):
+            clear, quiet, map_every, chart, fork):
     """Train the network CFG on DATA (.data file, folder per class, or .npz)."""
     from minidarknet.train import Trainer, TrainingInterrupted, TrainingTerminated
 
     out = out or _default_out(data)
+    log = None
+    if map_every or chart:
+        from minidarknet.trainlog import TrainLog
+        log = TrainLog(out, cfg=cfg, data=data, map_every=map_every,
+                       say=lambda text: click.echo(text, err=True))
     trainer = Trainer(cfg, data, weights=weights, max_batches=max_batches, out=out,
                       backup_every=backup_every, gradients=gradients, seed=seed,
-                      progress=not quiet, on_bad_data=on_bad_data, clear=clear, fork=fork)
+                      progress=not quiet, on_bad_data=on_bad_data, clear=clear, fork=fork,
+                      callbacks=[log] if log else ())
+    if log:
+        from minidarknet.data import network_kind
+        if map_every and network_kind(trainer.net) != "detector":
+            raise click.BadParameter("is for detectors ([yolo] or [region] layers)",
+                                     param_hint="--map-every")
+        log.say = trainer._say
     try:
         result = trainer.run()
     except TrainingInterrupted as e:
@@ -56,6 +77,9 @@ def command(cfg, data, weights, max_batches, out, backup_every, gradients, seed,
     except TrainingTerminated as e:
         click.echo(f"terminated: {e.message}", err=True)
         sys.exit(e.code)
+    finally:
+        if log:
+            log.finish()
     if result.status == "diverged":
         click.echo(f"error: {result.message}", err=True)
         sys.exit(1)

@@ -1,5 +1,10 @@
 """`minidarknet valid CFG DATA --weights W`: top-1/top-5 accuracy or mAP@0.5.
 
+Detectors get, from one pass: AlexeyAB's mAP@0.5 (`map50` in --json), the VOC 11-point and
+COCO 101-point AP@0.5, COCO's AP@[.5:.95] (`ap50_95`), AP@0.75, AP small/medium/large, per
+class AP, and TP/FP/FN, precision, recall, F1 and average IoU at conf_thresh .25;
+--coco-json FILE writes the detections in COCO's results format.
+
 Classifiers: Darknet's `classifier valid` (resize_min + centre crop, one pass).  Detectors:
 AlexeyAB's `detector map` (validate_detector_map: thresh .005, NMS .45, IoU 0.5; --points 0
 is its default area-under-curve AP, 11 for VOC2007, 101 for COCO-style); see
@@ -31,9 +36,14 @@ from . import fork_option
 @click.option("--on-bad-data", type=click.Choice(["skip", "fail"]), default="skip",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--coco-json", type=click.Path(dir_okay=False), help="Detector: write the "
+              "detections in COCO's results format (image_id from the file name's number, "
+              "category_id = class index, bbox in pixels x, y, w, h).")
+@click.option("--names", type=click.Path(dir_okay=False), help="Class names, one per line "
+              "(default: names= of DATA).")
 @fork_option
 def command(cfg, data, weights, thresh, iou_thresh, points, nms, resize, batch, on_bad_data,
-            as_json, fork):
+            as_json, coco_json, names, fork):
     """Validate CFG with WEIGHTS on the validation part of DATA."""
     from minidarknet.valid import validate
     if points == 1:
@@ -41,6 +51,11 @@ def command(cfg, data, weights, thresh, iou_thresh, points, nms, resize, batch, 
     report = validate(cfg, data, weights=weights, batch=batch, thresh=thresh, nms=nms,
                       iou_thresh=iou_thresh, points=points, resize=resize,
                       on_bad_data=on_bad_data, fork=fork)
+    if names:
+        from minidarknet.commands.run import read_names
+        report.names = read_names(names)
+    if coco_json:
+        _write_coco_json(report, coco_json)
     if as_json:
         click.echo(json.dumps(_as_dict(report), indent=1))
         return
@@ -62,6 +77,38 @@ def command(cfg, data, weights, thresh, iou_thresh, points, nms, resize, batch, 
     method = f"{d.points} recall points" if d.points else "area under the curve"
     click.echo(f"{report.images} images, {d.truths} boxes, {d.detections} detections; "
                f"mAP@{d.iou_thresh:g} ({method}) = {d.map:.4f}")
+    if report.coco is not None:
+        _echo_coco(report)
+
+
+def _fmt(value):
+    return "   n/a" if value is None else f"{value:.4f}"
+
+
+def _echo_coco(report):
+    """The other summaries of the same detections: AlexeyAB's mAP@0.5, VOC 11 points, COCO."""
+    c, names = report.coco, report.names or []
+    click.echo(f"mAP@0.5: AlexeyAB (area under the curve) {report.map50:.4f}, VOC 11-point "
+               f"{report.voc11:.4f}, COCO 101-point {_fmt(c.ap50)}")
+    click.echo(f"COCO AP@[.5:.95] = {_fmt(c.ap50_95)}, AP@0.75 = {_fmt(c.ap75)}, AP small = "
+               f"{_fmt(c.ap_small)}, medium = {_fmt(c.ap_medium)}, large = {_fmt(c.ap_large)}, "
+               f"AR@100 = {_fmt(c.ar100)}")
+    for class_id, ap in enumerate(c.per_class):
+        name = names[class_id] if class_id < len(names) else str(class_id)
+        click.echo(f"class {class_id:>3} {name:<20} COCO AP@[.5:.95] = {_fmt(ap)}, "
+                   f"AP@0.5 = {_fmt(c.per_class_ap50[class_id])}")
+
+
+def _write_coco_json(report, path):
+    from minidarknet.atomic import write_atomic
+    from minidarknet.cocometrics import coco_json
+    if report.kind != "detector":
+        raise click.BadParameter("is for detectors", param_hint="--coco-json")
+    if report.image_ids is None:
+        raise report.image_id_error
+    rows = coco_json(report.coco_records, report.image_ids)
+    write_atomic(path, json.dumps(rows).encode("utf-8"))
+    click.echo(f"{len(rows)} detections in COCO's results format: {path}", err=True)
 
 
 def _as_dict(report):
@@ -74,4 +121,16 @@ def _as_dict(report):
                    points=d.points, conf_thresh=d.conf_thresh, precision=d.precision,
                    recall=d.recall, f1=d.f1, tp=d.tp, fp=d.fp, fn=d.fn,
                    average_iou=d.average_iou)
+    if report.coco is not None:
+        c = report.coco
+        names = report.names or []
+        out.update(map50=report.map50, voc11=report.voc11, ap50_95=c.ap50_95, ap50=c.ap50,
+                   ap75=c.ap75, ap_small=c.ap_small, ap_medium=c.ap_medium,
+                   ap_large=c.ap_large, ar100=c.ar100, per_class=[
+                       {"id": k, "name": names[k] if k < len(names) else str(k),
+                        "ap50": d.ap[k] if d.iou_thresh == 0.5 and not d.points else None,
+                        "voc11": report.voc11_ap[k], "coco_ap50": c.per_class_ap50[k],
+                        "ap50_95": c.per_class[k], "tp": d.class_tp[k],
+                        "fp": d.class_fp[k], "truths": d.truth_counts[k]}
+                       for k in range(len(d.ap))])
     return out
