@@ -18,12 +18,20 @@ The kernels release the GIL, so the threads of a parallel region (parallel.py) r
 by side.
 """
 import os
+import sys
 import threading
+import time
 
 import numpy as np
 
 _compiled = None        # None: not tried yet; False: unavailable; else the namespace
 _reason = ""
+_one_off = 0.0          # seconds spent importing numba and compiling / loading kernels
+
+# Importing numba and loading the kernels from numba's disk cache costs about 0.5-0.8 s in a
+# fresh process (measured on the project machine) and saves about 10-30 ms per yolov3-tiny
+# forward at 416x416: a command that runs fewer pictures than this is faster without them.
+KERNELS_PAY_AFTER_IMAGES = 32
 
 
 _lock = threading.Lock()
@@ -40,13 +48,17 @@ def _load():
 
 
 def _try_compile():
+    global _one_off
     if os.environ.get("MINIDARKNET_KERNELS", "").lower() == "numpy":
         return False, "off (MINIDARKNET_KERNELS=numpy)"
+    start = time.perf_counter()
     try:
         import numba
     except ImportError:
         return False, "off (numba not installed: pip install 'minidarknet[fast]')"
-    return _compile(numba), f"numba {numba.__version__}"
+    compiled = _compile(numba)
+    _one_off += time.perf_counter() - start
+    return compiled, f"numba {numba.__version__}"
 
 
 def enabled():
@@ -58,6 +70,43 @@ def status():
     """One line: which kernels run (for `minidarknet info`)."""
     _load()
     return _reason
+
+
+def skip_for_short_run(images):
+    """Before the first forward of a command that runs `images` pictures in a fresh process:
+    switch the kernels off when loading them costs more than they save
+    (KERNELS_PAY_AFTER_IMAGES), unless MINIDARKNET_KERNELS asks for something or numba is
+    loaded already.  status() then says so."""
+    global _compiled, _reason
+    with _lock:
+        if _compiled is not None or os.environ.get("MINIDARKNET_KERNELS") or \
+                "numba" in sys.modules or images >= KERNELS_PAY_AFTER_IMAGES:
+            return
+        _compiled = False
+        _reason = (f"off for {images} picture{'s' if images > 1 else ''} (loading them takes "
+                   f"longer than they save; MINIDARKNET_KERNELS=numba uses them)")
+
+
+def one_off_seconds():
+    """Seconds this process has spent importing numba and compiling or loading kernels."""
+    return _one_off
+
+
+class _Timed:
+    """A compiled kernel whose first calls (numba compiles it or loads it from its disk cache
+    for each new argument type) add their time to one_off_seconds()."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+
+    def __call__(self, *args):
+        known = len(self.dispatcher.overloads)
+        start = time.perf_counter()
+        result = self.dispatcher(*args)
+        if len(self.dispatcher.overloads) > known:
+            global _one_off
+            _one_off += time.perf_counter() - start
+        return result
 
 
 def max_pool(x, out, size, stride_y, stride_x, top, c0, c1):
@@ -324,9 +373,10 @@ def _compile(numba):
         pass
 
     compiled = Compiled()
-    compiled.max_pool, compiled.max_pool_2x2 = max_pool, max_pool_2x2
-    compiled.max_pool_argmax, compiled.max_pool_backward = max_pool_argmax, max_pool_backward
-    compiled.max_pool_argmax_2x2 = max_pool_argmax_2x2
-    compiled.winograd_input, compiled.winograd_output = winograd_input, winograd_output
-    compiled.conv_epilogue = conv_epilogue
+    kernels = dict(max_pool=max_pool, max_pool_2x2=max_pool_2x2,
+                   max_pool_argmax=max_pool_argmax, max_pool_argmax_2x2=max_pool_argmax_2x2,
+                   max_pool_backward=max_pool_backward, winograd_input=winograd_input,
+                   winograd_output=winograd_output, conv_epilogue=conv_epilogue)
+    for name, kernel in kernels.items():
+        setattr(compiled, name, _Timed(kernel))
     return compiled
