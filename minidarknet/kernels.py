@@ -18,12 +18,20 @@ The kernels release the GIL, so the threads of a parallel region (parallel.py) r
 by side.
 """
 import os
+import sys
 import threading
+import time
 
 import numpy as np
 
 _compiled = None        # None: not tried yet; False: unavailable; else the namespace
 _reason = ""
+_one_off = 0.0          # seconds spent importing numba and compiling / loading kernels
+
+# Importing numba and loading the kernels from numba's disk cache costs about 0.5-0.8 s in a
+# fresh process (measured on the project machine) and saves about 10-30 ms per yolov3-tiny
+# forward at 416x416: a command that runs fewer pictures than this is faster without them.
+KERNELS_PAY_AFTER_IMAGES = 32
 
 
 _lock = threading.Lock()
@@ -40,13 +48,17 @@ def _load():
 
 
 def _try_compile():
+    global _one_off
     if os.environ.get("MINIDARKNET_KERNELS", "").lower() == "numpy":
         return False, "off (MINIDARKNET_KERNELS=numpy)"
+    start = time.perf_counter()
     try:
         import numba
     except ImportError:
         return False, "off (numba not installed: pip install 'minidarknet[fast]')"
-    return _compile(numba), f"numba {numba.__version__}"
+    compiled = _compile(numba)
+    _one_off += time.perf_counter() - start
+    return compiled, f"numba {numba.__version__}"
 
 
 def enabled():
@@ -60,6 +72,43 @@ def status():
     return _reason
 
 
+def skip_for_short_run(images):
+    """Before the first forward of a command that runs `images` pictures in a fresh process:
+    switch the kernels off when loading them costs more than they save
+    (KERNELS_PAY_AFTER_IMAGES), unless MINIDARKNET_KERNELS asks for something or numba is
+    loaded already.  status() then says so."""
+    global _compiled, _reason
+    with _lock:
+        if _compiled is not None or os.environ.get("MINIDARKNET_KERNELS") or \
+                "numba" in sys.modules or images >= KERNELS_PAY_AFTER_IMAGES:
+            return
+        _compiled = False
+        _reason = (f"off for {images} picture{'s' if images > 1 else ''} (loading them takes "
+                   f"longer than they save; MINIDARKNET_KERNELS=numba uses them)")
+
+
+def one_off_seconds():
+    """Seconds this process has spent importing numba and compiling or loading kernels."""
+    return _one_off
+
+
+class _Timed:
+    """A compiled kernel whose first calls (numba compiles it or loads it from its disk cache
+    for each new argument type) add their time to one_off_seconds()."""
+
+    def __init__(self, dispatcher):
+        self.dispatcher = dispatcher
+
+    def __call__(self, *args):
+        known = len(self.dispatcher.overloads)
+        start = time.perf_counter()
+        result = self.dispatcher(*args)
+        if len(self.dispatcher.overloads) > known:
+            global _one_off
+            _one_off += time.perf_counter() - start
+        return result
+
+
 def max_pool(x, out, size, stride_y, stride_x, top, c0, c1):
     """out[:, c0:c1] = Darknet's max over size x size windows of x (B, C, H, W), strides
     (y, x), window origin -top: cells outside x count as -FLT_MAX, NaN never wins (a strict
@@ -71,6 +120,27 @@ def max_pool(x, out, size, stride_y, stride_x, top, c0, c1):
         compiled.max_pool_2x2(x, out, c0, c1)        # the common case, ~3x faster
     else:
         compiled.max_pool(x, out, size, stride_y, stride_x, top, c0, c1)
+
+
+def max_pool_argmax(x, out, arg, size, stride_y, stride_x, top, c0, c1):
+    """Channels [c0, c1) of PoolOp.max_argmax: out = the maximum of each window (as
+    max_pool) and arg = the row-major window offset of its FIRST maximum, -1 where no cell
+    beats -FLT_MAX.  Requires enabled()."""
+    compiled = _load()
+    out_h, out_w = out.shape[2:]
+    if (size, stride_y, stride_x, top) == (2, 2, 2, 0) and \
+            2 * out_h <= x.shape[2] and 2 * out_w <= x.shape[3]:
+        compiled.max_pool_argmax_2x2(x, out, arg, c0, c1)
+    else:
+        compiled.max_pool_argmax(x, out, arg, size, stride_y, stride_x, top, c0, c1)
+
+
+def max_pool_backward(arg, dy, dx, scratch, size, stride_y, stride_x, top, c0, c1):
+    """Channels [c0, c1) of PoolOp.max_backward: dx[argmax] += dy, with the numpy code's
+    order of additions (offset by offset; through a zeroed padded plane when windows reach
+    outside the input, `scratch` (hp, wp) per thread, else straight into dx), so the numbers
+    are the same.  Requires enabled()."""
+    _load().max_pool_backward(arg, dy, dx, scratch, size, stride_y, stride_x, top, c0, c1)
 
 
 def winograd_input(x, v, c0, c1):
@@ -140,6 +210,92 @@ def _compile(numba):
                                   bottom_row[2 * j], bottom_row[2 * j + 1]):
                             m = v if v > m else m
                         o[j] = m
+
+    @njit
+    def max_pool_argmax(x, out, arg, size, stride_y, stride_x, top, c0, c1):
+        height, width = x.shape[2], x.shape[3]
+        out_w = out.shape[3]
+        low = x.dtype.type(lowest)
+        # Window rows in order, and within each row the columns in order, over a whole
+        # output row at a time (a strict `>` keeps the first maximum).
+        for b in range(x.shape[0]):
+            for c in range(c0, c1):
+                for i in range(out.shape[2]):
+                    best, where = out[b, c, i], arg[b, c, i]
+                    best[:] = low
+                    where[:] = -1
+                    for ky in range(size):
+                        y = i * stride_y - top + ky
+                        if y < 0 or y >= height:
+                            continue
+                        row = x[b, c, y]
+                        for kx in range(size):
+                            o = ky * size + kx
+                            for j in range(out_w):
+                                xx = j * stride_x - top + kx
+                                if 0 <= xx < width:
+                                    v = row[xx]
+                                    if v > best[j]:
+                                        best[j] = v
+                                        where[j] = o
+
+    @njit
+    def max_pool_argmax_2x2(x, out, arg, c0, c1):
+        low = x.dtype.type(lowest)
+        for b in range(x.shape[0]):
+            for c in range(c0, c1):
+                for i in range(out.shape[2]):
+                    r0, r1 = x[b, c, 2 * i], x[b, c, 2 * i + 1]
+                    best, where = out[b, c, i], arg[b, c, i]
+                    for j in range(out.shape[3]):
+                        m, w = low, -1
+                        v = r0[2 * j]
+                        if v > m:
+                            m, w = v, 0
+                        v = r0[2 * j + 1]
+                        if v > m:
+                            m, w = v, 1
+                        v = r1[2 * j]
+                        if v > m:
+                            m, w = v, 2
+                        v = r1[2 * j + 1]
+                        if v > m:
+                            m, w = v, 3
+                        best[j] = m
+                        where[j] = w
+
+    @njit
+    def max_pool_backward(arg, dy, dx, scratch, size, stride_y, stride_x, top, c0, c1):
+        height, width = dx.shape[2], dx.shape[3]
+        out_h, out_w = dy.shape[2], dy.shape[3]
+        inside = scratch.size == 0
+        if stride_y >= size and stride_x >= size:
+            # Windows do not overlap: every cell gets at most one delta, so adding straight
+            # into dx in one pass gives the same numbers (the argmax is never a padding cell).
+            for b in range(dy.shape[0]):
+                for c in range(c0, c1):
+                    for i in range(out_h):
+                        for j in range(out_w):
+                            o = arg[b, c, i, j]
+                            if o >= 0:
+                                dx[b, c, i * stride_y - top + o // size,
+                                   j * stride_x - top + o % size] += dy[b, c, i, j]
+            return
+        for b in range(dy.shape[0]):
+            for c in range(c0, c1):
+                plane = dx[b, c] if inside else scratch
+                if not inside:
+                    plane[:, :] = 0
+                for o in range(size * size):
+                    ky, kx = o // size, o % size
+                    for i in range(out_h):
+                        for j in range(out_w):
+                            if arg[b, c, i, j] == o:
+                                plane[i * stride_y + ky, j * stride_x + kx] += dy[b, c, i, j]
+                if not inside:
+                    for y in range(height):
+                        for xx in range(width):
+                            dx[b, c, y, xx] += scratch[top + y, top + xx]
 
     @njit
     def winograd_input(x, v, c0, c1):
@@ -217,7 +373,10 @@ def _compile(numba):
         pass
 
     compiled = Compiled()
-    compiled.max_pool, compiled.max_pool_2x2 = max_pool, max_pool_2x2
-    compiled.winograd_input, compiled.winograd_output = winograd_input, winograd_output
-    compiled.conv_epilogue = conv_epilogue
+    kernels = dict(max_pool=max_pool, max_pool_2x2=max_pool_2x2,
+                   max_pool_argmax=max_pool_argmax, max_pool_argmax_2x2=max_pool_argmax_2x2,
+                   max_pool_backward=max_pool_backward, winograd_input=winograd_input,
+                   winograd_output=winograd_output, conv_epilogue=conv_epilogue)
+    for name, kernel in kernels.items():
+        setattr(compiled, name, _Timed(kernel))
     return compiled

@@ -208,20 +208,26 @@ class Network:
         self._warn_quirks("backward")
         if self.input_delta is None and self.wants_input_delta:
             self.input_delta = np.zeros_like(self.x)
-        for index in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[index]
-            if layer.stopbackward:
-                break
-            if layer.onlyforward:
-                continue
-            if index == 0:
-                self.input, self.delta = self.x, self.input_delta
-            else:
-                prev = self.layers[index - 1]
-                self.input, self.delta = prev.output, prev.delta
-            self.index = index
-            with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
-                layer.backward(self)
+        # The same parallel region as forward: layers split their backward work over the
+        # threads, BLAS stays single-threaded except for layers that rely on it.
+        with parallel.region():
+            for index in range(len(self.layers) - 1, -1, -1):
+                layer = self.layers[index]
+                if layer.stopbackward:
+                    break
+                if layer.onlyforward:
+                    continue
+                if index == 0:
+                    self.input, self.delta = self.x, self.input_delta
+                else:
+                    prev = self.layers[index - 1]
+                    self.input, self.delta = prev.output, prev.delta
+                self.index = index
+                threads = parallel.blas_restored() if layer.blas_threads else \
+                    contextlib.nullcontext()
+                with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"), \
+                        threads:
+                    layer.backward(self)
 
     def _warn_quirks(self, when):
         for key, message in self._quirks.pop(when, {}).items():
@@ -231,8 +237,9 @@ class Network:
         """Apply one SGD step with Darknet's rule (momentum, decay, B = batch*subdivisions)."""
         rate = self.current_rate()
         batch = self.batch * self.subdivisions
-        for layer in self.layers:
-            layer.update(rate, self.momentum, self.decay, batch)
+        with parallel.region():
+            for layer in self.layers:
+                layer.update(rate, self.momentum, self.decay, batch)
         self.iteration += 1
 
     def train_step(self, x, truth):

@@ -38,6 +38,11 @@ MIN_CHUNK_COLS = 1024
 PARALLEL_MIN_BYTES = 2 << 20
 PARALLEL_MIN_FLOPS = 30e6
 
+# The backward pass multiplies all the samples a thread handles at once while their column
+# matrix stays below this size (one weight-gradient product with a long inner dimension
+# instead of one per sample); larger maps go by the forward's cache-sized chunks.
+BACKWARD_CHUNK_BYTES = 24 << 20
+
 
 def split_channels(work, channels, nbytes):
     """work(c0, c1) over [0, channels), in parallel slices inside a parallel region when the
@@ -290,7 +295,7 @@ class ConvOp:
         flat = x.reshape(x.shape[0], self.groups, self.cg, self.spatial)
         return flat[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
 
-    def _input_rows(self, x, extents, chunk, worker):
+    def _input_rows(self, x, extents, chunk, worker, name="strip"):
         """(padded input holding the chunk's windows, index of the chunk's first output row
         in it): x itself without padding, else the rows the chunk reads, copied into the
         worker's zero-bordered strip."""
@@ -299,7 +304,7 @@ class ConvOp:
             return x[b0:b1], r0
         first, height = self._strip_rows(r0, r1)
         most_nb, _, tallest = extents
-        strip = self.scratch.get(f"strip{worker}", (most_nb, self.c, tallest, self.padded_w),
+        strip = self.scratch.get(f"{name}{worker}", (most_nb, self.c, tallest, self.padded_w),
                                  x.dtype, fill=0)[:b1 - b0, :, :height]
         inside = strip[:, :, :, self.pad:self.pad + self.w]   # the other columns stay 0
         lo, hi = max(0, first), min(self.h, first + height)
@@ -370,63 +375,144 @@ class ConvOp:
                       for w, fb in enumerate(blocks)])
 
     # ------------------------------------------------------------------ backward
-    def backward(self, x, dy, weights, weight_updates, dx, overwrite=False):
-        """Accumulate the products of a backward pass.
+    def backward(self, x, dy, weights, weight_updates, dx, overwrite=False, threads=1):
+        """Accumulate the products of a backward pass, split over `threads` threads.
 
         weight_updates += dy . columns(x)^T    (skipped when weight_updates is None)
         dx            += col2im(W^T . dy)      (skipped when dx is None; with overwrite=True,
                                                 allowed only for direct 1x1 convolutions,
                                                 dx is replaced instead: Darknet's gemm beta=0)
-        """
-        batch = dy.shape[0]
-        w3 = self.weights3(weights)
-        w3t = w3.transpose(0, 2, 1)
-        dy4 = dy.reshape(batch, self.groups, self.m, self.spatial)
-        if self.direct:
-            self._backward_direct(x, dy4, w3t, weight_updates, dx, overwrite)
-            return
-        if overwrite:
-            raise ValueError("overwrite applies only to direct 1x1 convolutions")
-        wu3 = None if weight_updates is None else weight_updates.reshape(w3.shape)
-        xp = None if wu3 is None else self._padded(x)
-        dxp = None
-        if dx is not None:
-            if self.needs_padding:
-                dxp = self._padded_buffer(batch, dy.dtype, "dxp")
-                dxp.fill(0)
-            else:
-                dxp = dx
-        most = self.largest_chunk(batch, dy.dtype.itemsize)
-        for chunk in self.chunks(batch, dy.dtype.itemsize):
-            b0, b1, r0, r1 = chunk
-            nb = b1 - b0
-            col = self._col_buffer(chunk, dy.dtype, most, "back")
-            col4 = self._col4(col)
-            dyc = dy4[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
-            if wu3 is not None:
-                self._im2col(xp, col, chunk, (0, self.c))
-                for i in range(nb):
-                    wu3 += np.matmul(dyc[i], col4[i].transpose(0, 2, 1))
-            if dxp is not None:
-                np.matmul(w3t, dyc, out=col4)         # the column gradient, in the same buffer
-                col2im_add(col, dxp[b0:b1], self.k, self.stride_y, self.stride_x,
-                           self.dilation, r0)
-        if dx is not None and self.needs_padding:
-            dx += self._inside(dxp)
 
-    def _backward_direct(self, x, dy4, w3t, weight_updates, dx, overwrite):
-        batch = dy4.shape[0]
-        if weight_updates is not None:
-            x4 = x.reshape(batch, self.groups, self.cg, self.spatial)
-            wu3 = weight_updates.reshape(self.groups, self.m, self.kdim)
-            for b in range(batch):
-                wu3 += np.matmul(dy4[b], x4[b].transpose(0, 2, 1))
-        if dx is not None:
-            dx4 = dx.reshape(batch, self.groups, self.cg, self.spatial)
-            if overwrite:
-                np.matmul(w3t, dy4, out=dx4)
+        The work is cut into chunks of whole samples (or of output rows on large maps, as
+        the forward) and each thread takes a contiguous share of them, with its own column,
+        padded-input and product buffers.  Each chunk's weight gradient is ONE product over
+        all of its samples (its columns side by side), not one per sample.  Thread 0
+        accumulates into weight_updates directly, the others into private sums that are
+        added afterwards in thread order: the result is deterministic for a given thread
+        count.  dx: threads own disjoint samples of it, unless a sample's rows are shared
+        (batch smaller than the threads), when the later threads write into private
+        zeroed copies added afterwards in thread order.  With threads=1 this is one
+        serial pass."""
+        if overwrite and not self.direct:
+            raise ValueError("overwrite applies only to direct 1x1 convolutions")
+        if weight_updates is None and dx is None:
+            return
+        batch, dtype = dy.shape[0], dy.dtype
+        if self.flops(batch) < PARALLEL_MIN_FLOPS:
+            threads = 1
+        plan = self._backward_plan(batch, dtype.itemsize, threads)
+        shares = [plan[a:b] for a, b in parallel.bounds(len(plan), threads)]
+        samples = [{b for b0, b1, _, _ in share for b in range(b0, b1)} for share in shares]
+        shared_samples = any(samples[i] & samples[j] for i in range(len(shares))
+                             for j in range(i))
+        w3 = self.weights3(weights)
+        wu3 = None if weight_updates is None else weight_updates.reshape(w3.shape)
+        sums = [wu3] + [None if wu3 is None else self.scratch.get(f"wsum{w}", w3.shape, dtype)
+                        for w in range(1, len(shares))]
+        padded = dx is not None and self.needs_padding and not self.direct
+        base = self._padded_buffer(batch, dtype, "dxp") if padded else dx
+        private = dx is not None and shared_samples and not (self.direct and overwrite)
+        if private:
+            targets = [base] + [self.scratch.get(f"dxpart{w}", base.shape, dtype)
+                                for w in range(1, len(shares))]
+            for target in targets[int(not padded):]:
+                target.fill(0)
+        else:
+            targets = [base] * len(shares)
+        extents = self.chunk_extents(plan)
+
+        def work(worker, share):
+            lo, hi = min(samples[worker]), max(samples[worker]) + 1
+            if padded and not private:
+                base[lo:hi].fill(0)            # this thread's samples only
+            for i, chunk in enumerate(share):
+                self._backward_chunk(x, dy, w3, sums[worker], i == 0 and worker > 0,
+                                     targets[worker], overwrite, chunk, extents, worker)
+            if padded and not private:
+                dx[lo:hi] += self._inside(base[lo:hi])
+
+        parallel.run([lambda w=w, s=s: work(w, s) for w, s in enumerate(shares)])
+        # Fixed-order reductions of the private parts (thread 1, 2, ...).
+        for part in sums[1:] if wu3 is not None else ():
+            wu3 += part
+        if private:
+            for part in targets[1:]:
+                base += part
+            if padded:
+                dx += self._inside(base)
+
+    def _backward_plan(self, batch, itemsize, threads):
+        """Chunks of the backward pass: whole samples split evenly over the threads when each
+        thread's columns stay under BACKWARD_CHUNK_BYTES (one weight-gradient product per
+        thread), else the forward's chunks."""
+        key = ("backward", batch, itemsize, threads)
+        if key not in self._plans:
+            per_thread = -(-batch // max(threads, 1))
+            columns = self.c * self.k * self.k * self.spatial * itemsize * per_thread
+            if columns <= BACKWARD_CHUNK_BYTES:
+                plan = [(b0, b1, 0, self.out_h) for b0, b1 in parallel.bounds(batch, threads)]
             else:
-                dx4 += np.matmul(w3t, dy4)
+                plan = self._plan(batch, itemsize, threads)
+            self._plans[key] = plan
+        return self._plans[key]
+
+    def _backward_chunk(self, x, dy, w3, wsum, fresh, target, overwrite, chunk, extents,
+                        worker):
+        """One chunk of the backward pass: wsum += dy . columns^T (wsum = ... when `fresh`),
+        target += col2im(W^T dy) (or the 1x1 product into target).  The chunk's columns are laid out (C, k, k,
+        samples, rows, out_w), so that all its samples make one matrix (groups, kdim, L)."""
+        b0, b1, r0, r1 = chunk
+        nb, rows = b1 - b0, r1 - r0
+        cols = rows * self.out_w
+        length = nb * cols
+        dtype = dy.dtype
+        most_nb, most_rows, _ = extents
+        capacity = most_nb * most_rows * self.out_w
+        dy4 = dy.reshape(dy.shape[0], self.groups, self.m, self.spatial)
+        dyc = dy4[b0:b1, :, :, r0 * self.out_w:r1 * self.out_w]
+        if nb == 1:
+            dyg = dyc[0]
+        else:
+            dyg = self._chunk_buffer(f"bdy{worker}", self.n, (self.groups, self.m, nb, cols),
+                                     dtype, capacity)
+            np.copyto(dyg, dyc.transpose(1, 2, 0, 3))
+            dyg = dyg.reshape(self.groups, self.m, length)
+        # The chunk's columns, (groups, kdim, L).
+        colg = self._chunk_buffer(f"bcol{worker}", self.c * self.k * self.k,
+                                  (self.c, self.k, self.k, nb, rows, self.out_w), dtype,
+                                  capacity)
+        if wsum is not None:
+            if self.direct:
+                source = x.reshape(x.shape[0], self.c, self.spatial)[
+                    b0:b1, :, r0 * self.out_w:r1 * self.out_w]
+                np.copyto(colg.reshape(self.c, nb, cols), source.transpose(1, 0, 2))
+            else:
+                source, row0 = self._input_rows(x, extents, chunk, worker, name="bstrip")
+                im2col(source, colg.transpose(3, 0, 1, 2, 4, 5), self.k, self.stride_y,
+                       self.stride_x, self.dilation, row0)
+            matrix = colg.reshape(self.groups, self.kdim, length).transpose(0, 2, 1)
+            # A private sum starts as its first product; the others are added to it.
+            product = np.matmul(dyg, matrix, out=wsum if fresh else
+                                self.scratch.get(f"wprod{worker}", wsum.shape, dtype))
+            if not fresh:
+                wsum += product
+        if target is None:
+            return
+        # The column gradient W^T . dy, in the same buffer.
+        w3t = w3.transpose(0, 2, 1)
+        dcol = colg.reshape(self.groups, self.kdim, length)
+        np.matmul(w3t, dyg, out=dcol)
+        if self.direct:
+            dx3 = target.reshape(target.shape[0], self.c, self.spatial)[
+                b0:b1, :, r0 * self.out_w:r1 * self.out_w]
+            grad = dcol.reshape(self.c, nb, cols).transpose(1, 0, 2)
+            if overwrite:
+                np.copyto(dx3, grad)
+            else:
+                np.add(dx3, grad, out=dx3)
+            return
+        col2im_add(colg.transpose(3, 0, 1, 2, 4, 5), target[b0:b1], self.k, self.stride_y,
+                   self.stride_x, self.dilation, r0)
 
     # ------------------------------------------------------------------ whole column matrices
     def columns(self, x):
@@ -709,16 +795,27 @@ class PoolOp:
 
     def max_argmax(self, x, out, arg):
         """max_forward plus arg = the window offset (row-major) of the FIRST maximum, -1 where
-        no cell beats -FLT_MAX."""
+        no cell beats -FLT_MAX.  Split over channels on the threads of a parallel region;
+        compiled (kernels.py) when available, with the same numbers."""
+        if kernels.enabled():
+            split_channels(lambda c0, c1: kernels.max_pool_argmax(
+                x, out, arg, self.size, self.stride_y, self.stride_x, self.top, c0, c1),
+                self.c, x.nbytes)
+            return out, arg
         view = self.windows(self.padded(x, NEG_FLT_MAX))
-        first = view[:, :, 0, 0]
-        np.fmax(first, NEG_FLT_MAX, out=out)
-        np.copyto(arg, np.where(first > NEG_FLT_MAX, 0, -1))
-        for o, ky, kx in self.offsets()[1:]:
-            cand = view[:, :, ky, kx]
-            better = cand > out
-            np.copyto(out, cand, where=better)
-            np.copyto(arg, o, where=better)
+
+        def channels(c0, c1):
+            part, o_part, a_part = view[:, c0:c1], out[:, c0:c1], arg[:, c0:c1]
+            first = part[:, :, 0, 0]
+            np.fmax(first, NEG_FLT_MAX, out=o_part)
+            np.copyto(a_part, np.where(first > NEG_FLT_MAX, 0, -1))
+            for o, ky, kx in self.offsets()[1:]:
+                cand = part[:, :, ky, kx]
+                better = cand > o_part
+                np.copyto(o_part, cand, where=better)
+                np.copyto(a_part, o, where=better)
+
+        split_channels(channels, self.c, x.nbytes)
         return out, arg
 
     def _add_through_windows(self, dx, add):
@@ -737,7 +834,18 @@ class PoolOp:
             dx += dxp[:, :, t:t + self.h, t:t + self.w]
 
     def max_backward(self, arg, dy, dx):
-        """dx[argmax] += dy (several windows may pick the same input cell)."""
+        """dx[argmax] += dy (several windows may pick the same input cell).  Compiled
+        (kernels.py) when available, split over channels, with the same numbers."""
+        if kernels.enabled():
+            threads = parallel.workers() if dx.nbytes >= PARALLEL_MIN_BYTES else 1
+            blocks = parallel.bounds(self.c, threads)
+            planes = [np.empty((0, 0), dx.dtype) if self.inside else
+                      self.scratch.get(f"plane{w}", (self.hp, self.wp), dx.dtype)
+                      for w in range(len(blocks))]
+            parallel.run([lambda w=w, c0=c0, c1=c1: kernels.max_pool_backward(
+                arg, dy, dx, planes[w], self.size, self.stride_y, self.stride_x, self.top,
+                c0, c1) for w, (c0, c1) in enumerate(blocks)])
+            return
         self._add_through_windows(
             dx, lambda target, o: np.add(target, dy, out=target, where=(arg == o)))
 
@@ -773,10 +881,36 @@ def leaky_inplace(v, scratch, slope=0.1):
     return v
 
 
-def leaky_backprop_inplace(delta, y, scratch, slope=0.1):
+def leaky_pieces(v, scratch, threads=1, slope=0.1):
+    """leaky_inplace over a whole array of any size, in pieces that fit `scratch`, split over
+    `threads` threads (each with its own part of scratch) when the array is large enough."""
+    flat = v.reshape(-1)
+    threads = threads if v.nbytes >= PARALLEL_MIN_BYTES and scratch.size >= 2 * threads else 1
+    part = scratch.size // threads
+
+    def pieces(worker, a, b):
+        mine = scratch[worker * part:(worker + 1) * part]
+        for start in range(a, b, part):
+            leaky_inplace(flat[start:min(b, start + part)], mine, slope)
+
+    parallel.run([lambda w=w, a=a, b=b: pieces(w, a, b)
+                  for w, (a, b) in enumerate(parallel.bounds(flat.size, threads, 16))])
+    return v
+
+
+def leaky_backprop_inplace(delta, y, scratch, slope=0.1, threads=1):
     """delta *= leaky'(y) = (y > 0 ? 1 : slope) as Darknet, in cache-sized pieces of the
     flat arrays.  The factor is built as mask*(1 - slope) + slope in a scratch buffer: masked
-    ufuncs (where=) and np.where's fresh temporaries are several times slower."""
+    ufuncs (where=) and np.where's fresh temporaries are several times slower.  With
+    threads > 1 (and enough data) the flat arrays are split over the threads, each with its
+    own part of the scratch buffer."""
+    if threads > 1 and delta.nbytes >= PARALLEL_MIN_BYTES and scratch.size >= 2 * threads:
+        flat_delta, flat_y = delta.reshape(-1), y.reshape(-1)
+        part = scratch.size // threads
+        parallel.run([lambda w=w, a=a, b=b: leaky_backprop_inplace(
+                          flat_delta[a:b], flat_y[a:b], scratch[w * part:(w + 1) * part], slope)
+                      for w, (a, b) in enumerate(parallel.bounds(delta.size, threads, 16))])
+        return delta
     flat_delta, flat_y = delta.reshape(-1), y.reshape(-1)
     step = scratch.size
     one_minus = delta.dtype.type(1 - slope)

@@ -287,6 +287,33 @@ class WeightedLayer(Layer):
         if self.scales is not None and self.scale_updates is not None:
             self.scales += lr * self.scale_updates
             self.scale_updates *= np.float32(momentum)
-        self.weight_updates -= np.float32(decay * batch) * self.weights
-        self.weights += lr * self.weight_updates
-        self.weight_updates *= np.float32(momentum)
+        sgd_step(self.weights, self.weight_updates, lr, np.float32(decay * batch),
+                 np.float32(momentum))
+
+
+# Pieces of the weight update: small enough for a temporary in L1/L2, large enough for numpy.
+UPDATE_PIECE = 1 << 16
+
+
+def sgd_step(weights, updates, lr, decay_batch, momentum):
+    """Darknet's weight update, in place: updates -= decay_batch * weights; weights += lr *
+    updates; updates *= momentum -- the same float32 operations, in cache-sized pieces
+    (no array-sized temporaries) split over the threads of a parallel region."""
+    from .. import ops, parallel
+    flat_w, flat_u = weights.reshape(-1), updates.reshape(-1)
+    threads = parallel.workers() if weights.nbytes >= ops.PARALLEL_MIN_BYTES else 1
+
+    def pieces(a, b):
+        tmp = np.empty(min(UPDATE_PIECE, b - a), weights.dtype)
+        for start in range(a, b, UPDATE_PIECE):
+            w, u = flat_w[start:min(b, start + UPDATE_PIECE)], \
+                flat_u[start:min(b, start + UPDATE_PIECE)]
+            t = tmp[:w.size]
+            np.multiply(decay_batch, w, out=t)
+            u -= t
+            np.multiply(lr, u, out=t)
+            w += t
+            u *= momentum
+
+    parallel.run([lambda a=a, b=b: pieces(a, b)
+                  for a, b in parallel.bounds(flat_w.size, threads, 16)])

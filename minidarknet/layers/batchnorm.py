@@ -140,6 +140,57 @@ def bn_biases_train(layer, net):
     return False
 
 
+# ---------------------------------------------------------------------- split over channels
+# Batch norm treats every channel on its own, so the threads of a parallel region (parallel.py)
+# can each run the functions above, unchanged, on a block of channels: a _ChannelBlock stands
+# in for the layer and holds views of its per-channel arrays and of its (B, C, S) buffers.
+PER_CHANNEL = ("scales", "biases", "rolling_mean", "rolling_variance", "mean", "variance",
+               "scale_updates", "bias_updates")
+PER_VALUE = ("x", "x_norm", "_bn_scratch")
+
+
+class _ChannelBlock:
+    def __init__(self, layer, c0, c1):
+        self._layer = layer
+        for name in PER_CHANNEL:
+            array = getattr(layer, name, None)
+            setattr(self, name, None if array is None else array[c0:c1])
+        for name in PER_VALUE:
+            array = getattr(layer, name, None)
+            setattr(self, name, None if array is None else array[:, c0:c1])
+
+    def __getattr__(self, name):            # flags and settings: the layer's own
+        return getattr(self._layer, name)
+
+
+def _split(function, layer, values, train, **options):
+    """function(layer, values, train) over blocks of channels on the region's threads (one
+    call when the data is small or outside a region).  The buffers the function would
+    allocate are allocated here first, at full size, so that the blocks share them."""
+    from .. import ops, parallel
+    threads = parallel.workers() if values.nbytes >= ops.PARALLEL_MIN_BYTES else 1
+    blocks = parallel.bounds(values.shape[1], threads)
+    if len(blocks) < 2:
+        function(layer, values, train, **options)
+        return
+    for name in PER_VALUE:
+        if name != "x_norm" or function is bn_forward:
+            _reuse(layer, name, values)
+    parallel.run([lambda c0=c0, c1=c1: function(_ChannelBlock(layer, c0, c1),
+                                                values[:, c0:c1], train, **options)
+                  for c0, c1 in blocks])
+
+
+def bn_forward_split(layer, out, train):
+    """bn_forward split over channels on the threads of a parallel region."""
+    _split(bn_forward, layer, out, train)
+
+
+def bn_backward_split(layer, delta, train, biases=True):
+    """bn_backward split over channels on the threads of a parallel region."""
+    _split(bn_backward, layer, delta, train, biases=biases)
+
+
 @register("batchnorm")
 class BatchNorm(Layer):
     """[batchnorm]: standalone batch normalisation over the previous layer's channels.

@@ -46,7 +46,7 @@ import numpy as np
 from .. import kernels, ops, parallel
 from . import share, xnor
 from .base import WeightedLayer, uniform_weights
-from .batchnorm import bn_backward, bn_biases_train, bn_forward
+from .batchnorm import bn_backward_split, bn_biases_train, bn_forward_split
 from .registry import register
 
 # AlexeyAB keys that change the maths and are not implemented: key -> what it is.
@@ -191,8 +191,11 @@ class Convolutional(WeightedLayer):
         if self.batch_normalize and net.train:
             self._bn_affine = False
             self.op.forward(x, self.weights, out, threads=threads)
-            bn_forward(self, out3, True)
+            bn_forward_split(self, out3, True)
             x_pre3 = self._x_pre3()
+            if x_pre3 is None and self.activation.name == "leaky":
+                ops.leaky_pieces(out, self._act_scratch, threads)
+                return
             for b0, b1, c0, c1 in self._chunk_regions():
                 self._activate(out3[b0:b1, :, c0:c1],
                                None if x_pre3 is None else x_pre3[b0:b1, :, c0:c1])
@@ -311,8 +314,9 @@ class Convolutional(WeightedLayer):
         if self.xnor:
             xnor.check_backward(self)
         delta = self.delta
+        threads = parallel.workers()
         if self.activation.name == "leaky":
-            ops.leaky_backprop_inplace(delta, self.output, self._act_scratch)
+            ops.leaky_backprop_inplace(delta, self.output, self._act_scratch, threads=threads)
         else:
             self.activation.backprop(delta, self.output, self.x_pre, self.exact)
         delta3 = delta.reshape(self.batch, self.out_c, -1)
@@ -320,7 +324,7 @@ class Convolutional(WeightedLayer):
         if self.batch_normalize:
             if self._bn_affine:
                 self._recompute_bn_input(x)
-            bn_backward(self, delta3, self.train, biases=bn_biases_train(self, net))
+            bn_backward_split(self, delta3, self.train, biases=bn_biases_train(self, net))
         else:
             self.bias_updates += delta3.sum(axis=(0, 2))
         prev = self.prev_delta(net, x.shape)
@@ -331,7 +335,8 @@ class Convolutional(WeightedLayer):
             if prev is not None:
                 prev.fill(0)
             overwrite = False           # (the first layer has no previous delta at all)
-        self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
+        self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite,
+                         threads=threads)
 
     def _recompute_bn_input(self, x):
         # The inference forward folded BN into an affine map and kept no pre-BN copy; the
