@@ -223,6 +223,11 @@ def choose_fork(fork, sections, weights_version=None):
     return PJREDDIE, "default: nothing in the cfg or the weights header is AlexeyAB-only"
 
 
+def quirk_warned(net, key):
+    """True once warn_quirk(net, key, ...) has warned."""
+    return key in net.__dict__.get("_fork_quirks_warned", ())
+
+
 def warn_quirk(net, key, message):
     """Warn once per network that the fork's CPU code is broken here and is reproduced."""
     done = net.__dict__.setdefault("_fork_quirks_warned", set())
@@ -234,4 +239,5 @@ def warn_quirk(net, key, message):
 
 
 __all__ = ["Fork", "PJREDDIE", "ALEXEYAB", "FORKS", "ForkQuirkWarning", "resolve_fork",
-           "choose_fork", "ab_only_features", "warn_quirk", "AB_ONLY_KEYS", "PJREDDIE_SECTIONS"]
+           "choose_fork", "ab_only_features", "warn_quirk", "quirk_warned", "AB_ONLY_KEYS",
+           "PJREDDIE_SECTIONS"]
