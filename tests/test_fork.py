@@ -1,6 +1,7 @@
 """pjreddie vs AlexeyAB: every difference in minidarknet/fork.py, checked against float64
 formulas written here from the two forks' C code (and the default fork rule, the CLI option)."""
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -447,3 +448,20 @@ def test_detections_use_the_last_layers_nms_kind_only_with_alexeyab():
         np.testing.assert_array_equal(probs, np.array([d.prob for d in expected]).ravel())
         counts[fork] = int((probs > 0).sum())
     assert counts["pjreddie"] != counts["alexeyab"]
+
+
+def test_trainer_with_fork_alexeyab_reproduces_alexeyabs_iter3_weights(tmp_path):
+    from conftest import SHARED, need_shared
+    folder = need_shared(SHARED / "golden-ab" / "ab_bn_train")
+    case = json.loads((folder / "case.json").read_text())
+    x = np.fromfile(folder / "input.f32", "<f4").reshape(case["input"]["shape"])
+    truth = np.fromfile(folder / "truth.f32", "<f4").reshape(case["truth"]["shape"])
+    np.savez(tmp_path / "d.npz", x=x, y=truth)
+    result = minidarknet.train(folder / "net.cfg", tmp_path / "d.npz",
+                               weights=folder / "net.weights", max_batches=3,
+                               out=tmp_path / "out", shuffle=False, fork="alexeyab")
+    assert result.net.fork is ALEXEYAB
+    got, want = (Path(result.weights).read_bytes(), (folder / "iter3.weights").read_bytes())
+    assert got[:20] == want[:20]           # header 0.2.5 and seen = 3 iterations * batch 2
+    got, want = np.frombuffer(got[20:], "<f4"), np.frombuffer(want[20:], "<f4")
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

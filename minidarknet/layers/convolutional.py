@@ -325,8 +325,10 @@ class Convolutional(WeightedLayer):
                        f"layer {self.index}: AlexeyAB's CPU convolution backward overwrites "
                        f"the previous layer's delta (what a route or shortcut added there is "
                        f"lost)")
-        if overwrite and prev is not None and not self.op.direct:
-            prev.fill(0)
+        if overwrite and not self.op.direct:
+            # im2col convolutions add into their destination: zero it first
+            if prev is not None:
+                prev.fill(0)
             overwrite = False
         self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
 
