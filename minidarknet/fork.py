@@ -62,6 +62,8 @@ class Fork:
     # shortcut: swish, mish; `layer.special_activations`)
     cpu_activate_missing: frozenset
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
+    # ---- [lstm]/[gru]: the order of the sub-layers in the weights file (layers/lstm.py, gru.py)
+    recurrent_weights_order: str
     # ---- update: adam=1 runs Adam on the CPU (neither fork: AlexeyAB's Adam is GPU-only)
     adam_on_cpu: bool
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
@@ -110,6 +112,7 @@ PJREDDIE = Fork(
     conv_backward_overwrites="size1",
     gelu_gradient_at_output=False, tanh_formula="exp2x",
     cpu_activate_missing=frozenset(),
+    recurrent_weights_order="pjreddie",
     adam_on_cpu=False,
     yolo_truth_floats=5, yolo_max_boxes=90,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
@@ -127,6 +130,7 @@ ALEXEYAB = Fork(
     cpu_activate_missing=frozenset(("relu6", "swish", "mish", "hard_mish", "normalize_channels",
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
+    recurrent_weights_order="alexeyab",
     adam_on_cpu=False,
     yolo_truth_floats=6, yolo_max_boxes=200,
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,

@@ -465,3 +465,12 @@ def test_trainer_with_fork_alexeyab_reproduces_alexeyabs_iter3_weights(tmp_path)
     assert got[:20] == want[:20]           # header 0.2.5 and seen = 3 iterations * batch 2
     got, want = np.frombuffer(got[20:], "<f4"), np.frombuffer(want[20:], "<f4")
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("section", ["lstm", "gru"])
+def test_recurrent_weights_order_defaults_to_the_forks(section):
+    text = f"[net]\ninputs=3\nbatch=1\ntime_steps=1\n[{section}]\noutput=2\n"
+    assert minidarknet.loads(text, fork="pjreddie").layers[0].weights_order == "pjreddie"
+    assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "alexeyab"
+    text += "weights_order=pjreddie\n"
+    assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "pjreddie"
