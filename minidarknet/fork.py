@@ -35,6 +35,7 @@ class ForkQuirkWarning(DarknetWarning):
 @dataclass(frozen=True)
 class Fork:
     name: str
+    display: str                        # as people write it: "pjreddie", "AlexeyAB"
     # ---- batch norm (conv, [batchnorm], connected, deconv, recurrent blocks)
     # Forward and inference: x_hat = (x - mean) / (sqrt(var + eps_in) + eps_out)
     bn_eps_inside_sqrt: float
@@ -104,7 +105,7 @@ class Fork:
 
 
 PJREDDIE = Fork(
-    name="pjreddie",
+    name="pjreddie", display="pjreddie",
     bn_eps_inside_sqrt=0.0, bn_eps_outside_sqrt=1e-6,
     bn_rolling_momentum=.99, bn_connected_rolling_momentum=.99,
     bn_backward_eps_inside_sqrt=1e-5, bn_backward_eps_outside_sqrt=0.0,
@@ -120,7 +121,7 @@ PJREDDIE = Fork(
 )
 
 ALEXEYAB = Fork(
-    name="alexeyab",
+    name="alexeyab", display="AlexeyAB",
     bn_eps_inside_sqrt=1e-5, bn_eps_outside_sqrt=0.0,
     bn_rolling_momentum=.9, bn_connected_rolling_momentum=.95,
     bn_backward_eps_inside_sqrt=0.0, bn_backward_eps_outside_sqrt=1e-5,
