@@ -474,3 +474,15 @@ def test_recurrent_weights_order_defaults_to_the_forks(section):
     assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "alexeyab"
     text += "weights_order=pjreddie\n"
     assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "pjreddie"
+
+
+def test_experiment_train_setting_fork(tmp_path):
+    from minidarknet.experiment import ExperimentError, experiment_from_dict
+    (tmp_path / "net.cfg").write_text(PLAIN)
+    (tmp_path / "d.npz").write_bytes(b"")
+    spec = {"cfg": "net.cfg", "data": "d.npz", "train": {"fork": ["pjreddie", "alexeyab"]}}
+    experiment = experiment_from_dict(spec, base=tmp_path)
+    assert [a.values for a in experiment.axes if a.key == "fork"] == [["pjreddie", "alexeyab"]]
+    spec["train"]["fork"] = "darknet"
+    with pytest.raises(ExperimentError, match="fork: 'darknet' is not one of alexeyab, pjreddie"):
+        experiment_from_dict(spec, base=tmp_path)
