@@ -65,8 +65,8 @@ class Fork:
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
     # ---- [lstm]/[gru]: the order of the sub-layers in the weights file (layers/lstm.py, gru.py)
     recurrent_weights_order: str
-    # ---- update: adam=1 runs Adam on the CPU (neither fork: AlexeyAB's Adam is GPU-only)
-    adam_on_cpu: bool
+    # (the update rule is the same: both CPU builds run SGD with momentum and decay; AlexeyAB's
+    # adam=1 only allocates Adam's buffers, its Adam update is GPU-only -- netoptions.py)
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
     yolo_truth_floats: int
     yolo_max_boxes: int
@@ -114,7 +114,6 @@ PJREDDIE = Fork(
     gelu_gradient_at_output=False, tanh_formula="exp2x",
     cpu_activate_missing=frozenset(),
     recurrent_weights_order="pjreddie",
-    adam_on_cpu=False,
     yolo_truth_floats=5, yolo_max_boxes=90,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
     nms_from_last_layer=False, greedy_diou_beta=0.6,
@@ -132,7 +131,6 @@ ALEXEYAB = Fork(
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
     recurrent_weights_order="alexeyab",
-    adam_on_cpu=False,
     yolo_truth_floats=6, yolo_max_boxes=200,
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
     nms_from_last_layer=True, greedy_diou_beta=0.6,
