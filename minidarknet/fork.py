@@ -65,6 +65,8 @@ class Fork:
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
     # ---- [lstm]/[gru]: the order of the sub-layers in the weights file (layers/lstm.py, gru.py)
     recurrent_weights_order: str
+    # [gru] tanh=1 (tanh candidate state) is read by pjreddie only; AlexeyAB always uses logistic
+    gru_tanh_key: bool
     # (the update rule is the same: both CPU builds run SGD with momentum and decay; AlexeyAB's
     # adam=1 only allocates Adam's buffers, its Adam update is GPU-only -- netoptions.py)
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
@@ -113,7 +115,7 @@ PJREDDIE = Fork(
     conv_backward_overwrites="size1",
     gelu_gradient_at_output=False, tanh_formula="exp2x",
     cpu_activate_missing=frozenset(),
-    recurrent_weights_order="pjreddie",
+    recurrent_weights_order="pjreddie", gru_tanh_key=True,
     yolo_truth_floats=5, yolo_max_boxes=90,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
     nms_from_last_layer=False, greedy_diou_beta=0.6,
@@ -130,7 +132,7 @@ ALEXEYAB = Fork(
     cpu_activate_missing=frozenset(("relu6", "swish", "mish", "hard_mish", "normalize_channels",
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
-    recurrent_weights_order="alexeyab",
+    recurrent_weights_order="alexeyab", gru_tanh_key=False,
     yolo_truth_floats=6, yolo_max_boxes=200,
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
     nms_from_last_layer=True, greedy_diou_beta=0.6,

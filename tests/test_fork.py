@@ -486,3 +486,11 @@ def test_experiment_train_setting_fork(tmp_path):
     spec["train"]["fork"] = "darknet"
     with pytest.raises(ExperimentError, match="fork: 'darknet' is not one of alexeyab, pjreddie"):
         experiment_from_dict(spec, base=tmp_path)
+
+
+def test_gru_tanh_key_is_pjreddies_only():
+    text = "[net]\ninputs=3\nbatch=1\ntime_steps=1\n[gru]\noutput=2\ntanh=1\n"
+    assert minidarknet.loads(text, fork="pjreddie").layers[0].candidate_activation.name == "tanh"
+    with pytest.warns(minidarknet.DarknetWarning, match="tanh"):
+        net = minidarknet.loads(text, fork="alexeyab")
+    assert net.layers[0].candidate_activation.name == "logistic"
