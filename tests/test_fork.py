@@ -130,7 +130,7 @@ def test_connected_batch_norm_momentum_and_inference(fork):
 
 
 def darknet_bn_backward_ref(x, delta, scales, fork):
-    """Darknet's CPU backward_batchnorm (after backward_scale), float64: returns the input delta."""
+    """Darknet's CPU backward_batchnorm (after backward_scale), float64: the input delta."""
     x, d = x.astype(F64), delta.astype(F64) * scales[None, :, None]
     n = x.shape[0] * x.shape[2]
     mean = x.mean(axis=(0, 2))
@@ -335,7 +335,8 @@ def test_weights_header_and_seen_as_each_fork_writes_them(tmp_path):
         path = tmp_path / f"{fork}.weights"
         net.save_weights(path)
         data = path.read_bytes()
-        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)), int(np.frombuffer(data, "<u8", 1, 12)[0]))
+        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)),
+                       int(np.frombuffer(data, "<u8", 1, 12)[0]))
     assert heads["pjreddie"] == ((0, 2, 0), 7)
     assert heads["alexeyab"] == ((0, 2, 5), 6)     # cur_iteration * batch * subdivisions
 
