@@ -54,9 +54,12 @@ Deliberate deviations from Darknet's forward pass:
   the NaN that Darknet's (x<0)*(exp(x)-1) = 0*inf produces beyond exp's overflow.
 * Everything is float32 (pjreddie evaluates exp in double and rounds; differences ~1 ulp).
 
-Layer-level quirks (not handled here): AB's generic CPU `activate()` has no case for relu6,
-swish, mish, hard_mish or normalize_channels*, so in an AB [activation]/[connected] layer those
-names output 0; here every activation computes its proper function.
+Fork-level quirks (applied by the layers, see Layer.fork_activation and minidarknet/fork.py):
+AB's generic CPU `activate()` has no case for relu6, swish, mish, hard_mish or
+normalize_channels*, so with fork alexeyab and gradients="darknet" those names output 0 where
+AB's layer does not compute them itself (relu6 everywhere; the others outside convolutions);
+AB's tanh is written 2/(1+e^-2x)-1 (`Activation.for_fork`).  Exact mode computes every
+activation properly.
 """
 import numpy as np
 

@@ -1,6 +1,7 @@
 """pjreddie vs AlexeyAB: every difference in minidarknet/fork.py, checked against float64
 formulas written here from the two forks' C code (and the default fork rule, the CLI option)."""
 import json
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -129,7 +130,7 @@ def test_connected_batch_norm_momentum_and_inference(fork):
 
 
 def darknet_bn_backward_ref(x, delta, scales, fork):
-    """Darknet's CPU backward_batchnorm (after backward_scale), float64: returns the input delta."""
+    """Darknet's CPU backward_batchnorm (after backward_scale), float64: the input delta."""
     x, d = x.astype(F64), delta.astype(F64) * scales[None, :, None]
     n = x.shape[0] * x.shape[2]
     mean = x.mean(axis=(0, 2))
@@ -226,7 +227,11 @@ def test_convolution_backward_overwrites_or_adds_to_the_previous_delta(fork, siz
     second.delta[...] = rng.normal(0, 1, second.delta.shape)
     dy = second.delta.astype(F64)
     net.index, net.input, net.delta = 1, first.output, first.delta
-    second.backward(net)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        second.backward(net)
+    quirks = [w for w in caught if issubclass(w.category, ForkQuirkWarning)]
+    assert len(quirks) == (fork == "alexeyab" and gradients == "darknet")
     # the convolution's own input delta, float64: transposed convolution with padding
     w, p = second.weights.astype(F64), size // 2
     grad = np.zeros((2, 2, net.h + 2 * p, net.w + 2 * p))
@@ -330,7 +335,8 @@ def test_weights_header_and_seen_as_each_fork_writes_them(tmp_path):
         path = tmp_path / f"{fork}.weights"
         net.save_weights(path)
         data = path.read_bytes()
-        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)), int(np.frombuffer(data, "<u8", 1, 12)[0]))
+        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)),
+                       int(np.frombuffer(data, "<u8", 1, 12)[0]))
     assert heads["pjreddie"] == ((0, 2, 0), 7)
     assert heads["alexeyab"] == ((0, 2, 5), 6)     # cur_iteration * batch * subdivisions
 
@@ -443,3 +449,49 @@ def test_detections_use_the_last_layers_nms_kind_only_with_alexeyab():
         np.testing.assert_array_equal(probs, np.array([d.prob for d in expected]).ravel())
         counts[fork] = int((probs > 0).sum())
     assert counts["pjreddie"] != counts["alexeyab"]
+
+
+def test_trainer_with_fork_alexeyab_reproduces_alexeyabs_iter3_weights(tmp_path):
+    from conftest import SHARED, need_shared
+    folder = need_shared(SHARED / "golden-ab" / "ab_bn_train")
+    case = json.loads((folder / "case.json").read_text())
+    x = np.fromfile(folder / "input.f32", "<f4").reshape(case["input"]["shape"])
+    truth = np.fromfile(folder / "truth.f32", "<f4").reshape(case["truth"]["shape"])
+    np.savez(tmp_path / "d.npz", x=x, y=truth)
+    result = minidarknet.train(folder / "net.cfg", tmp_path / "d.npz",
+                               weights=folder / "net.weights", max_batches=3,
+                               out=tmp_path / "out", shuffle=False, fork="alexeyab")
+    assert result.net.fork is ALEXEYAB
+    got, want = (Path(result.weights).read_bytes(), (folder / "iter3.weights").read_bytes())
+    assert got[:20] == want[:20]           # header 0.2.5 and seen = 3 iterations * batch 2
+    got, want = np.frombuffer(got[20:], "<f4"), np.frombuffer(want[20:], "<f4")
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("section", ["lstm", "gru"])
+def test_recurrent_weights_order_defaults_to_the_forks(section):
+    text = f"[net]\ninputs=3\nbatch=1\ntime_steps=1\n[{section}]\noutput=2\n"
+    assert minidarknet.loads(text, fork="pjreddie").layers[0].weights_order == "pjreddie"
+    assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "alexeyab"
+    text += "weights_order=pjreddie\n"
+    assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "pjreddie"
+
+
+def test_experiment_train_setting_fork(tmp_path):
+    from minidarknet.experiment import ExperimentError, experiment_from_dict
+    (tmp_path / "net.cfg").write_text(PLAIN)
+    (tmp_path / "d.npz").write_bytes(b"")
+    spec = {"cfg": "net.cfg", "data": "d.npz", "train": {"fork": ["pjreddie", "alexeyab"]}}
+    experiment = experiment_from_dict(spec, base=tmp_path)
+    assert [a.values for a in experiment.axes if a.key == "fork"] == [["pjreddie", "alexeyab"]]
+    spec["train"]["fork"] = "darknet"
+    with pytest.raises(ExperimentError, match="fork: 'darknet' is not one of alexeyab, pjreddie"):
+        experiment_from_dict(spec, base=tmp_path)
+
+
+def test_gru_tanh_key_is_pjreddies_only():
+    text = "[net]\ninputs=3\nbatch=1\ntime_steps=1\n[gru]\noutput=2\ntanh=1\n"
+    assert minidarknet.loads(text, fork="pjreddie").layers[0].candidate_activation.name == "tanh"
+    with pytest.warns(minidarknet.DarknetWarning, match="tanh"):
+        net = minidarknet.loads(text, fork="alexeyab")
+    assert net.layers[0].candidate_activation.name == "logistic"
