@@ -44,7 +44,7 @@ from .image import load_image, prepare_image, resize_min_crop, to_channels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pnm", ".tga"}
-DETECTION_TYPES = ("yolo", "region")
+DETECTION_TYPES = ("yolo", "region", "Gaussian_yolo")
 BAD_DATA_MODES = ("skip", "fail")
 MAX_WARNINGS = 20
 DATA_STREAM = 2        # the third word of the per-iteration seed (the network uses 1)
@@ -187,6 +187,21 @@ def detection_layer(net):
     return layers[-1] if layers else None
 
 
+def truth_floats(layer):
+    """Values per truth box the detection layer reads: 5 (x, y, w, h, class) or AlexeyAB's
+    6 (x, y, w, h, class, track_id) -- the layer's `truth_floats`."""
+    return getattr(layer, "truth_floats", 5)
+
+
+def truth_rows(rows, floats):
+    """(n, 5) rows of x, y, w, h, class in the layer's layout (track_id 0), flattened."""
+    if floats == rows.shape[1]:
+        return rows.reshape(-1)
+    wide = np.zeros((rows.shape[0], floats), F32)
+    wide[:, :rows.shape[1]] = rows
+    return wide.reshape(-1)
+
+
 # --------------------------------------------------------------------------- data sets
 
 class DataSet:
@@ -302,7 +317,9 @@ class ImageData(DataSet):
         if kind == "detector":
             layer = detection_layer(net)
             # Darknet: args.num_boxes = l.max_boxes and args.jitter = l.jitter of the last layer
-            self.max_boxes = min(getattr(layer, "max_boxes", net.truths // 5), net.truths // 5)
+            self.truth_floats = truth_floats(layer)
+            fits = net.truths // self.truth_floats
+            self.max_boxes = min(getattr(layer, "max_boxes", fits), fits)
             self.options = AugmentOptions.from_network(net, jitter=layer.section.float(
                 "jitter", 0.2))
         else:
@@ -352,7 +369,8 @@ class ImageData(DataSet):
             if self.kind == "detector":
                 sample, rows = augment_detector_image(im, target, rng, self.options, self.w,
                                                       self.h, self.max_boxes)
-                truth[i, :rows.size] = rows.reshape(-1)
+                values = truth_rows(rows, self.truth_floats)
+                truth[i, :values.size] = values
             else:
                 sample = augment_classifier_image(im, rng, self.options, self.w, self.h)
                 truth[i, target] = 1
@@ -549,8 +567,10 @@ def _detector_entries(images, list_path, classes, net, bad):
     if layer_classes != classes:
         raise DataError(f"{list_path}: the data has classes={classes} but the network's "
                         f"[{layer.type}] layer has classes={layer_classes}")
-    if net.truths % 5:
-        raise DataError(f"the network's truth size {net.truths} is not boxes of 5 values")
+    floats = truth_floats(layer)
+    if net.truths % floats:
+        raise DataError(f"the network's truth size {net.truths} is not boxes of {floats} "
+                        f"values")
     entries = []
     for number, _, image in images:
         candidates = label_file_candidates(image)
