@@ -71,6 +71,10 @@ class Fork:
     yolo_max_boxes: int
     # whose [yolo] training loss: "pjreddie" (layers/yolo.py) or "alexeyab" (yolo_loss_ab.py)
     yolo_loss: str
+    # ---- deltas zeroed by forward_network: None = every layer's (pjreddie); AlexeyAB zeroes
+    # only layers with l.train set (these types), so e.g. a [route]'s or [upsample]'s delta,
+    # filled by += from the layer after it, keeps the previous iterations' values
+    deltas_zeroed_for: frozenset
     # ---- weights files: the revision this fork writes (and recognises); the header written by
     # save_weights (None: the version the weights were loaded with); AlexeyAB's save_weights
     # stores seen = cur_iteration * batch * subdivisions instead of the running `seen`
@@ -116,7 +120,7 @@ PJREDDIE = Fork(
     cpu_activate_missing=frozenset(),
     recurrent_weights_order="pjreddie",
     adam_on_cpu=False,
-    yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
+    yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie", deltas_zeroed_for=None,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
     nms_from_last_layer=False, greedy_diou_beta=0.6,
 )
@@ -135,6 +139,8 @@ ALEXEYAB = Fork(
     recurrent_weights_order="alexeyab",
     adam_on_cpu=False,
     yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
+    deltas_zeroed_for=frozenset(("convolutional", "batchnorm", "maxpool", "local_avgpool",
+                                 "shortcut", "crnn")),
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
     nms_from_last_layer=True, greedy_diou_beta=0.6,
 )
