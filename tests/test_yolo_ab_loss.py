@@ -331,3 +331,34 @@ def test_detector_data_fills_six_float_truths(tmp_path):
     assert pj[:, :, 0].any()
     np.testing.assert_array_equal(ab[:, :90, :5], pj)
     assert not ab[:, :, 5].any() and not ab[:, 90:].any()
+
+
+def test_alexeyab_keeps_route_deltas_across_iterations():
+    """AlexeyAB's forward_network zeroes only the deltas of layers with l.train (convolution,
+    batchnorm, maxpool, shortcut, ...): a [route]'s delta, which the max-pool after it adds
+    into, keeps the previous iteration's values (ab_yolo_ciou_train's third iteration depends
+    on it); pjreddie and exact mode start every iteration from zero."""
+    cfg = ("[net]\nbatch=1\nwidth=4\nheight=4\nchannels=2\n\n"
+           "[convolutional]\nfilters=3\nsize=1\nstride=1\npad=0\nactivation=linear\n\n"
+           "[route]\nlayers=-1\n\n"
+           "[maxpool]\nsize=2\nstride=2\n\n"
+           "[cost]\ntype=sse\n")
+    x = np.random.default_rng(0).normal(0, 1, (1, 2, 4, 4))
+    truth = np.zeros((1, 12))
+    once = {}
+    for fork, gradients in (("alexeyab", "darknet"), ("pjreddie", "darknet"),
+                            ("alexeyab", "exact")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = minidarknet.loads(cfg, fork=fork, gradients=gradients, seed=1)
+        deltas = []
+        for _ in range(2):
+            net.forward(x, truth, train=True)
+            net.backward()
+            deltas.append(net.layers[1].delta.copy())
+        once[fork, gradients] = deltas
+        assert np.abs(deltas[0]).max() > 0
+    ab = once["alexeyab", "darknet"]
+    np.testing.assert_allclose(ab[1], 2 * ab[0], rtol=1e-6)
+    for key in (("pjreddie", "darknet"), ("alexeyab", "exact")):
+        np.testing.assert_allclose(once[key][1], once[key][0], rtol=1e-6)
