@@ -61,7 +61,6 @@ F64 = np.float64
 
 NMS_KINDS = ("default", "greedynms", "diounms")
 IOU_LOSSES = ("mse", "giou", "diou", "ciou", "iou")
-PJ_TRUTH_BOXES = 90   # pjreddie sizes every sample's truth for 90 boxes, whatever `max` says
 
 # AlexeyAB loss keys: (key, value that leaves pjreddie's loss unchanged, reader).
 AB_LOSS_KEYS = (

@@ -574,7 +574,6 @@ class AlexeyABYoloLoss:
              exact_b, totals, counted):
         """delta_yolo_box for k (slot, cell, anchor, truth) rows, accumulated in order."""
         layer = self.layer
-        lw, lh = layer.out_w, layer.out_h
         box_pred = self._rel_boxes(out_b, slots, cells, anchors, net_w, net_h)
         norm = (F32(self.iou_normalizer) * mult).astype(F32)
         scale = (F32(2) - truths[:, 2] * truths[:, 3]).astype(F32)
