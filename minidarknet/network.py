@@ -81,8 +81,10 @@ class Network:
         for layer in self.layers:
             for when, key, message in layer.fork_quirks:
                 self._quirks.setdefault(when, {}).setdefault(key, message)
-        last = self.layers[-1]
-        self.truths = last.truths if last.truths else self.output_layer.outputs
+        # the truth a sample carries: the layout of the last loss head that defines one (a
+        # [contrastive] after AlexeyAB's [yolo] heads reads theirs), else the output size
+        heads = [l for l in self.layers if l.truths]
+        self.truths = heads[-1].truths if heads else self.output_layer.outputs
         self.input = self.delta = self.truth = self.x = None
         self.input_delta = None
         self.wants_input_delta = True
@@ -149,8 +151,9 @@ class Network:
         if self.train or self._deltas or self.truth is not None or \
                 any(layer.truth for layer in self.layers):
             self._allocate_deltas()
+            zeroed = self.fork.deltas_zeroed_for if self.gradients == "darknet" else None
             for layer in self.layers:
-                if layer.delta is not None:
+                if layer.delta is not None and (zeroed is None or layer.type in zeroed):
                     layer.delta.fill(0)
         # Darknet's own training (train_step) leaves the input delta unset.
         self.wants_input_delta = input_delta
