@@ -54,11 +54,16 @@ class Fork:
     # pjreddie: size 1 only (gemm with beta=0 straight into it); AlexeyAB: every size (its
     # col2im_cpu_ext zeroes the destination first); "never" would be the mathematics
     conv_backward_overwrites: str       # "size1" | "always"
-    # ---- activations on the CPU (AlexeyAB's generic activate() has no RELU6 case: 0; its
-    # gelu gradient evaluates the x-formula at the output y; tanh written 2/(1+e^-2x) - 1)
-    relu6_outputs_zero: bool
+    # ---- activations on the CPU: the gelu gradient evaluates the x-formula at the output y
+    # (AlexeyAB); tanh written (e^2x-1)/(e^2x+1) or 2/(1+e^-2x) - 1
     gelu_gradient_at_output: bool
+    # names the generic CPU activate() lacks (output 0, gradient 0) unless the layer computes
+    # them itself (AlexeyAB's convolution: swish, mish, hard_mish, normalize_channels*;
+    # shortcut: swish, mish; `layer.special_activations`)
+    cpu_activate_missing: frozenset
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
+    # ---- [lstm]/[gru]: the order of the sub-layers in the weights file (layers/lstm.py, gru.py)
+    recurrent_weights_order: str
     # ---- update: adam=1 runs Adam on the CPU (neither fork: AlexeyAB's Adam is GPU-only)
     adam_on_cpu: bool
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
@@ -110,7 +115,9 @@ PJREDDIE = Fork(
     bn_backward_eps_inside_sqrt=1e-5, bn_backward_eps_outside_sqrt=0.0,
     bn_biases_train=True,
     conv_backward_overwrites="size1",
-    relu6_outputs_zero=False, gelu_gradient_at_output=False, tanh_formula="exp2x",
+    gelu_gradient_at_output=False, tanh_formula="exp2x",
+    cpu_activate_missing=frozenset(),
+    recurrent_weights_order="pjreddie",
     adam_on_cpu=False,
     yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
     detector_loader="pjreddie",
@@ -125,7 +132,11 @@ ALEXEYAB = Fork(
     bn_backward_eps_inside_sqrt=0.0, bn_backward_eps_outside_sqrt=1e-5,
     bn_biases_train=False,
     conv_backward_overwrites="always",
-    relu6_outputs_zero=True, gelu_gradient_at_output=True, tanh_formula="logistic",
+    gelu_gradient_at_output=True, tanh_formula="logistic",
+    cpu_activate_missing=frozenset(("relu6", "swish", "mish", "hard_mish", "normalize_channels",
+                                    "normalize_channels_softmax",
+                                    "normalize_channels_softmax_maxval")),
+    recurrent_weights_order="alexeyab",
     adam_on_cpu=False,
     yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
     detector_loader="alexeyab",
@@ -163,7 +174,7 @@ PJREDDIE_SECTIONS = frozenset((
 # most AlexeyAB cfgs; a cfg using any of them was written for AlexeyAB's Darknet).
 AB_ONLY_KEYS = {
     "net": ("mosaic", "letter_box", "cutmix", "mixup", "blur", "gaussian_noise",
-            "track", "sequential_subdivisions", "adversarial_lr", "ema_alpha", "flip",
+            "track", "sequential_subdivisions", "adversarial_lr", "ema_alpha",
             "max_chart_loss", "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB",
             "label_smooth_eps", "resize_step", "contrastive", "unsupervised"),
     "yolo": ("scale_x_y", "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer",
@@ -211,7 +222,7 @@ def choose_fork(fork, sections, weights_version=None):
     """(Fork, reason): the caller's choice, or the default rule for fork=None (module doc)."""
     if fork is not None:
         chosen = resolve_fork(fork)
-        return chosen, f"chosen by the caller (fork={chosen.name})"
+        return chosen, f"chosen with fork={chosen.name}"
     if weights_version is not None and weights_version[2] >= ALEXEYAB.weights_revision:
         major, minor, revision = weights_version
         return ALEXEYAB, (f"the weights header is {major}.{minor}.{revision}: revision "
@@ -221,6 +232,11 @@ def choose_fork(fork, sections, weights_version=None):
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         return ALEXEYAB, f"the cfg uses what only AlexeyAB's Darknet has: {found[0]}{more}"
     return PJREDDIE, "default: nothing in the cfg or the weights header is AlexeyAB-only"
+
+
+def quirk_warned(net, key):
+    """True once warn_quirk(net, key, ...) has warned."""
+    return key in net.__dict__.get("_fork_quirks_warned", ())
 
 
 def warn_quirk(net, key, message):
@@ -234,4 +250,5 @@ def warn_quirk(net, key, message):
 
 
 __all__ = ["Fork", "PJREDDIE", "ALEXEYAB", "FORKS", "ForkQuirkWarning", "resolve_fork",
-           "choose_fork", "ab_only_features", "warn_quirk", "AB_ONLY_KEYS", "PJREDDIE_SECTIONS"]
+           "choose_fork", "ab_only_features", "warn_quirk", "quirk_warned", "AB_ONLY_KEYS",
+           "PJREDDIE_SECTIONS"]

@@ -55,6 +55,19 @@ def read_header(path, data):
     return (major, minor, revision), seen, HEADER_INTS + seen_bytes, transpose
 
 
+def peek_version(path):
+    """(major, minor, revision) from a weights file's header, or None when it cannot be read
+    (load_weights then reports the problem)."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            head = f.read(HEADER_INTS)
+    except (OSError, TypeError, ValueError):
+        return None
+    if len(head) < HEADER_INTS:
+        return None
+    return tuple(int(v) for v in np.frombuffer(head, "<i4", 3))
+
+
 def load_weights(net, path, cutoff=None):
     """Load layers [0, cutoff) from `path` (all layers when cutoff is None).
 

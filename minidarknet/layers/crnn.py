@@ -34,6 +34,9 @@ AB_KEYS = ("output", "hidden", "size", "stride", "dilation", "pad", "padding", "
 class CRNN(ThreeBlockRecurrent):
     type = "crnn"
     needs_image = True
+    # its blocks are convolutional layers in AlexeyAB's Darknet
+    special_activations = ("swish", "mish", "hard_mish", "normalize_channels", "normalize_channels_softmax",
+                           "normalize_channels_softmax_maxval")
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)

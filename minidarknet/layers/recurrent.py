@@ -56,8 +56,9 @@ def sequence_steps(layer, net):
     return 1
 
 
-def weights_order(section):
-    order = section.str("weights_order", "pjreddie")
+def weights_order(section, fork):
+    """The [lstm]/[gru] sub-layer order in the weights file: the key, else the fork's."""
+    order = section.str("weights_order", fork.recurrent_weights_order)
     if order not in WEIGHTS_ORDERS:
         raise section.error(f"{section.header} weights_order={order}: expected pjreddie or "
                             f"alexeyab (the forks store the sub-layers in different orders)",
