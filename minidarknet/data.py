@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import AugmentOptions, augment_classifier_image, augment_detector_image
-from .data_ab import ABDetectorLoader, detector_only_keys, truth_layout, uses_ab_loader
+from .data_ab import ABDetectorLoader, detector_only_keys, uses_ab_loader
 from .errors import DarknetWarning, DataError, MiniDarknetError
 from .image import load_image, prepare_image, resize_min_crop, to_channels
 
@@ -188,6 +188,21 @@ def detection_layer(net):
     return layers[-1] if layers else None
 
 
+def truth_floats(layer):
+    """Values per truth box the detection layer reads: 5 (x, y, w, h, class) or AlexeyAB's
+    6 (x, y, w, h, class, track_id) -- the layer's `truth_floats`."""
+    return getattr(layer, "truth_floats", 5)
+
+
+def truth_rows(rows, floats):
+    """(n, 5) rows of x, y, w, h, class in the layer's layout (track_id 0), flattened."""
+    if floats == rows.shape[1]:
+        return rows.reshape(-1)
+    wide = np.zeros((rows.shape[0], floats), F32)
+    wide[:, :rows.shape[1]] = rows
+    return wide.reshape(-1)
+
+
 # --------------------------------------------------------------------------- data sets
 
 class DataSet:
@@ -309,7 +324,9 @@ class ImageData(DataSet):
         if kind == "detector":
             layer = detection_layer(net)
             # Darknet: args.num_boxes = l.max_boxes and args.jitter = l.jitter of the last layer
-            self.max_boxes = min(getattr(layer, "max_boxes", net.truths // 5), net.truths // 5)
+            self.truth_floats = truth_floats(layer)
+            fits = net.truths // self.truth_floats
+            self.max_boxes = min(getattr(layer, "max_boxes", fits), fits)
             self.options = AugmentOptions.from_network(net, jitter=layer.section.float(
                 "jitter", 0.2))
             if uses_ab_loader(net, layer):          # AlexeyAB's loader (data_ab.py)
@@ -373,7 +390,8 @@ class ImageData(DataSet):
             if self.kind == "detector":
                 sample, rows = augment_detector_image(im, target, rng, self.options, self.w,
                                                       self.h, self.max_boxes)
-                truth[i, :rows.size] = rows.reshape(-1)
+                values = truth_rows(rows, self.truth_floats)
+                truth[i, :values.size] = values
             else:
                 sample = augment_classifier_image(im, rng, self.options, self.w, self.h)
                 truth[i, target] = 1
@@ -570,7 +588,7 @@ def _detector_entries(images, list_path, classes, net, bad):
     if layer_classes != classes:
         raise DataError(f"{list_path}: the data has classes={classes} but the network's "
                         f"[{layer.type}] layer has classes={layer_classes}")
-    floats, _ = truth_layout(net, layer)
+    floats = truth_floats(layer)
     if net.truths % floats:
         raise DataError(f"the network's truth size {net.truths} is not boxes of {floats} "
                         f"values")

@@ -81,8 +81,10 @@ class Network:
         for layer in self.layers:
             for when, key, message in layer.fork_quirks:
                 self._quirks.setdefault(when, {}).setdefault(key, message)
-        last = self.layers[-1]
-        self.truths = last.truths if last.truths else self.output_layer.outputs
+        # the truth a sample carries: the layout of the last loss head that defines one (a
+        # [contrastive] after AlexeyAB's [yolo] heads reads theirs), else the output size
+        heads = [l for l in self.layers if l.truths]
+        self.truths = heads[-1].truths if heads else self.output_layer.outputs
         self.input = self.delta = self.truth = self.x = None
         self.input_delta = None
         self.wants_input_delta = True

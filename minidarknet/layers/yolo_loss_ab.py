@@ -80,7 +80,7 @@ def class_multipliers(section, classes, max_delta):
     counts = section.ints("counters_per_class")
     if counts is None or len(counts) != classes:
         got = 0 if counts is None else len(counts)
-        raise section.error(f"[{section.name}] counters_per_class has {got} values, classes="
+        raise section.error(f"{section.header} counters_per_class has {got} values, classes="
                             f"{classes} (AlexeyAB exits: they must match)", "counters_per_class")
     counts = np.maximum(np.array(counts, F64), 1).astype(F32)
     mult = (np.max(counts) / counts).astype(F32)
