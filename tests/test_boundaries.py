@@ -193,7 +193,8 @@ def test_yolo_truth_thresh_is_strict():
     d = yolo_slot1_deltas(ignore=.49, truth_thresh=.49)
     assert d[4] == pytest.approx(.5)            # positive: 1 - .5
     assert d[5] == pytest.approx(.5)            # class 0: 1 - .5
-    # box: tx = .25*2 - 0 = .5 -> delta 0; tw = log(.25*2/(.5/... )) (2 - w*h) scale
+    # box targets on anchor 1 (.5 x 1 pixels of a 2x2 net), scale (2 - w*h): tx = .25*2 - 0
+    # = .5 = logistic(0) -> delta 0; tw = log(.25*2/.5) = 0 = raw w; th = log(.25*2/1)
     assert d[0] == pytest.approx(0) and d[2] == pytest.approx(0)
     assert d[3] == pytest.approx((2 - .25 * .25) * (math.log(.5) - 0))
 

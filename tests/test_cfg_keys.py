@@ -253,3 +253,53 @@ def test_region_coord_and_class_scales_without_the_others():
     assert d[1, 4, 0, 0] == pytest.approx(-.5)             # noobject_scale 1
     assert d[0, 6, 0, 0] == pytest.approx(2 * (1 - .5))    # class_scale * (1 - logistic(0))
     assert d[0, 3, 0, 0] == pytest.approx(4 * (2 - .0625) * -.5, rel=1e-5)
+
+
+# ------------------------------------------------------------------ augmentation keys
+
+class FixedRng:
+    """random() -> r, integers(n) -> k: every random draw known in advance."""
+    def __init__(self, r, k):
+        self.r, self.k = r, k
+
+    def random(self):
+        return self.r
+
+    def integers(self, lo, hi=None):
+        return self.k if hi is None else min(max(self.k, lo), hi - 1)
+
+
+def test_center_crop_takes_the_middle_square():
+    # center=1 (load_image_augment_paths): the centre square of the shorter side, resized to
+    # the net size; a 2x4 image into a 2x2 net keeps columns 1 and 2 unchanged
+    from minidarknet.augment import AugmentOptions, augment_classifier_image
+    im = np.arange(24, dtype=F32).reshape(3, 2, 4) / 24
+    out = augment_classifier_image(im, FixedRng(.5, 1), AugmentOptions(center=1, flip=0), 2, 2)
+    np.testing.assert_allclose(out, im[:, :, 1:3], rtol=1e-6)
+
+
+def test_aspect_key_stretches_the_random_crop():
+    # random_augment_args with every draw fixed: aspect = 1 + (a - 1)*r (kept as is when the
+    # coin is 1), r_size = min_crop, scale = r_size/shorter side, dx = (w*scale/aspect - W)/2
+    # drawn as -dx + 2dx*r; rotate_crop_image then samples x = (i - W/2)/scale*aspect + ...
+    from minidarknet.augment import random_augment_image, rotate_crop_image
+    im = np.random.default_rng(0).random((1, 8, 8), dtype=np.float32)
+    got = random_augment_image(im, FixedRng(.25, 1), 0.0, 2.0, 8, 8, 4, 4)
+    aspect = 1 + (2 - 1) * .25
+    scale = 8 / int(8 if 8 < 8 * aspect else 8 * aspect)     # the shorter side: h = 8
+    dx, dy = (8 * scale / aspect - 4) / 2, (8 * scale - 4) / 2
+    dx, dy = -dx + 2 * dx * .25, -dy + 2 * dy * .25
+    np.testing.assert_allclose(got, rotate_crop_image(im, 0.0, scale, 4, 4, dx, dy, aspect))
+    plain = random_augment_image(im, FixedRng(.25, 1), 0.0, 1.0, 8, 8, 4, 4)
+    assert np.abs(plain - got).max() > 1e-3
+
+
+def test_dropout_probability_scales_the_kept_inputs():
+    # forward_dropout_layer: r < p -> 0, else x * 1/(1 - p); nothing at inference
+    net = minidarknet.loads("[net]\nbatch=4\ninputs=500\n[dropout]\nprobability=.25\n", seed=3)
+    x = np.random.default_rng(0).uniform(.5, 1.5, (4, 500)).astype(F32)
+    out = net.forward(x, train=True).reshape(4, 500)
+    dropped = out == 0
+    np.testing.assert_allclose(out[~dropped], x[~dropped] / .75, rtol=1e-6)
+    assert .2 < dropped.mean() < .3                       # 2000 draws with p = .25
+    np.testing.assert_array_equal(net.forward(x).reshape(4, 500), x)

@@ -164,9 +164,13 @@ MUTANTS = [
     ("LRN beta ignored", "minidarknet/layers/normalization.py",
      'self.beta = F32(section.float("beta", 0.75))', 'self.beta = F32(0.75); section.float("beta", 0.75)', ["tests/test_pool.py", "tests/test_wiring_layers.py"]),
     ("dropout scale 1/(1-p) -> 1/p", "minidarknet/layers/dropout.py",
-     "self.scale = F32(1 / (1 - self.probability))", "self.scale = F32(1 / self.probability)", ["tests/test_wiring_layers.py", "tests/test_network.py", "tests/test_gradients.py"]),
+     "self.scale = F32(1 / (1 - self.probability))", "self.scale = F32(1 / self.probability)", K + ["tests/test_wiring_layers.py", "tests/test_network.py", "tests/test_gradients.py"]),
     ("shortcut: alpha ignored", "minidarknet/layers/shortcut.py",
      'self.alpha = F32(section.float("alpha", 1.0))', 'self.alpha = F32(1); section.float("alpha", 1.0)', ["tests/test_wiring_layers.py", "tests/test_ab_layers.py"]),
+    ("augment: center=1 ignored", "minidarknet/augment.py",
+     "    if options.center:\n", "    if False:\n", K + ["tests/test_data.py"]),
+    ("augment: aspect ignored", "minidarknet/augment.py",
+     "aspect = rand_scale(rng, aspect)", "aspect = rand_scale(rng, 1.0)", K + ["tests/test_data.py"]),
 ]
 
 
