@@ -19,29 +19,35 @@ __version__ = "0.1.0"
 
 
 def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="darknet",
-         cutoff=None, seed=None, overrides=None):
+         cutoff=None, seed=None, overrides=None, partial=False, max_memory=None):
     """Build the network described by the cfg file `cfg` and optionally load `weights`.
 
     batch/width/height override the [net] values (Darknet's set_batch_network /
     resize_network); gradients is "darknet" (Darknet's CPU numbers and quirks) or "exact"
     (the true gradient of the loss); cutoff loads only the first N layers' weights;
     overrides {"net.learning_rate": 0.01, "l2norm.backward": "exact", "layers[2].size": 3}
-    changes cfg keys before the network is built (see minidarknet.overrides)."""
+    changes cfg keys before the network is built (see minidarknet.overrides).
+
+    A weights file with floats left over after the last layer is an error unless
+    partial=True (or a cutoff) asks for a partial load.  max_memory (bytes) caps what the
+    network's arrays may take (default: the memory available, or MINIDARKNET_MAX_MEMORY);
+    above it the build is refused before anything large is allocated."""
     sections = apply_overrides(read_cfg(cfg), overrides)
     net = Network(sections, gradients=gradients, batch=batch, width=width, height=height,
-                  seed=seed)
+                  seed=seed, max_memory=max_memory)
     if weights is not None:
-        net.load_weights(weights, cutoff=cutoff)
+        net.load_weights(weights, cutoff=cutoff, partial=partial)
     return net
 
 
 def loads(text, weights=None, *, path="<cfg>", **options):
     """Like load(), with the cfg given as text."""
     sections = apply_overrides(parse_cfg_text(text, path), options.pop("overrides", None))
+    partial = options.pop("partial", False)
     net = Network(sections, gradients=options.pop("gradients", "darknet"),
                   **options)
     if weights is not None:
-        net.load_weights(weights)
+        net.load_weights(weights, partial=partial)
     return net
 
 

@@ -10,6 +10,7 @@ import os
 import re
 
 from .errors import CfgError, warn
+from .files import read_regular
 
 _SPACES = str.maketrans("", "", " \t\r\n")
 _INT = re.compile(r"[+-]?\d+")
@@ -189,11 +190,7 @@ def parse_cfg_text(text, path="<cfg>"):
 def read_cfg(path):
     """Read a cfg file from disk (bytes decoded as UTF-8; invalid bytes are an error)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CfgError(path, 0, f"cannot read: {e.strerror}") from None
+    data = read_regular(path, lambda reason: CfgError(path, 0, f"cannot read: {reason}"))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

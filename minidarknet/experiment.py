@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MiniDarknetError
+from .files import read_regular
 
 TOP_KEYS = ("name", "description", "cfg", "data", "valid", "train", "overrides")
 TRAIN_KEYS = ("max_batches", "seed", "gradients", "weights", "clear", "on_bad_data",
@@ -78,10 +79,12 @@ def load_experiment(path):
     """Read and check an experiment YAML file."""
     import yaml
     path = Path(path)
+    data = read_regular(path, lambda reason: ExperimentError(f"{path}: cannot read: {reason}"))
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ExperimentError(f"{path}: cannot read: {e.strerror}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"{path}: not a text file (byte offset {e.start} is not "
+                              f"UTF-8)") from None
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as e:

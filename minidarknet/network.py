@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from . import parallel
-from .errors import ShapeError
+from . import memory, parallel
+from .errors import MiniDarknetError, ShapeError
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
 
@@ -41,7 +41,7 @@ def _memory_errors(section, doing):
 
 class Network:
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
-                 channels=None, seed=None):
+                 channels=None, seed=None, max_memory=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
@@ -56,6 +56,14 @@ class Network:
         self.seen = 0
         self.weights_version = (0, 2, 0)
         self.layers = []
+        try:
+            self.memory_limit, self._limit_source = memory.memory_limit(max_memory)
+        except memory.MemoryBudgetError as e:
+            if max_memory is not None:
+                raise ValueError(f"max_memory={e}") from None
+            raise MiniDarknetError(str(e)) from None
+        self.memory_use = {}            # layer index -> bytes its arrays hold
+        counted = set()
         shape = InShape(self.batch, self.c, self.h, self.w, self.inputs)
         for index, section in enumerate(sections[1:]):
             self.building_index = index
@@ -63,6 +71,13 @@ class Network:
                 layer = layer_class(section)(section, shape, self)
             section.warn_unused()
             self.layers.append(layer)
+            # refused as soon as the layers built so far exceed the budget, before the next
+            # ones allocate (and draw random weights for) anything
+            self.memory_use[index] = memory.held_bytes(layer, counted)
+            if self.memory_limit and sum(self.memory_use.values()) > self.memory_limit:
+                raise section.error(memory.refusal(
+                    self, self.memory_use, self.memory_limit, self._limit_source,
+                    f"building the network up to layer {index}"))
             shape = InShape(self.batch, layer.out_c, layer.out_h, layer.out_w, layer.outputs)
         if not self.layers:
             raise sections[0].error("the cfg has a [net] section but no layers")
@@ -85,10 +100,42 @@ class Network:
     def output(self):
         return self.output_layer.output
 
+    def memory_needed(self, batch=None, train=None):
+        """{layer index: bytes} the network's arrays take with `batch` samples (default: the
+        current batch), with training's deltas and workspace when `train`: the parameters and
+        their updates stay, everything else scales with the batch."""
+        batch = self.batch if batch is None else batch
+        train = self._deltas if train is None else train
+        needed = {}
+        for layer in self.layers:
+            held = self.memory_use.get(layer.index, 0)
+            fixed = min(held, 2 * 4 * layer.weight_count())
+            extra = memory.training_extra_bytes(layer) if train else 0
+            needed[layer.index] = fixed + (held - fixed + extra) * batch // max(self.batch, 1)
+        return needed
+
+    def check_memory(self, batch=None, train=None):
+        """Refuse (MiniDarknetError, one line naming the total and the largest layers) when
+        the network with `batch` samples (and training, when `train`) needs more memory than
+        its limit (see minidarknet.memory)."""
+        needed = self.memory_needed(batch, train)
+        if self.memory_limit and sum(needed.values()) > self.memory_limit:
+            train = self._deltas if train is None else train
+            batch = self.batch if batch is None else batch
+            saved, self.batch = self.batch, batch
+            try:
+                message = memory.refusal(self, needed, self.memory_limit, self._limit_source,
+                                         "training this network" if train else
+                                         "running this network")
+            finally:
+                self.batch = saved
+            raise MiniDarknetError(f"{self.path}: {message}")
+
     def set_batch(self, batch):
         """Reallocate every layer's buffers for `batch` samples (Darknet's set_batch_network)."""
         if batch == self.batch and self.layers[0].output is not None:
             return
+        self.check_memory(batch)
         self.batch = batch
         for layer in self.layers:
             layer.allocate(batch)
@@ -97,6 +144,7 @@ class Network:
 
     def _allocate_deltas(self):
         if not self._deltas:
+            self.check_memory(train=True)
             self._deltas = True
             for layer in self.layers:
                 layer.allocate_delta()
@@ -254,9 +302,11 @@ class Network:
         return self.options.rate(self.current_batch(), self.rng)
 
     # ------------------------------------------------------------------ weights
-    def load_weights(self, path, cutoff=None):
+    def load_weights(self, path, cutoff=None, partial=False):
+        """Darknet's load_weights (see minidarknet.weights.load_weights); partial=True
+        accepts a file with floats left over after the last layer (with a warning)."""
         from .weights import load_weights
-        load_weights(self, path, cutoff=cutoff)
+        load_weights(self, path, cutoff=cutoff, partial=partial)
 
     def save_weights(self, path, cutoff=None):
         from .weights import save_weights

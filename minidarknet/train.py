@@ -291,6 +291,7 @@ class Trainer:
         self.seed = int(seed)
         self.net = net = load(self.cfg, gradients=gradients, overrides=overrides,
                               seed=self.seed)
+        net.check_memory(train=True)        # refused before any data is read
         self.avg_loss = -1.0
         if weights is not None:
             net.load_weights(weights)
