@@ -37,6 +37,7 @@ class Section:
         self.path = path
         self.options = []
         self._first = {}
+        self.asked = set()            # every key a layer looked up (present or not)
 
     # ------------------------------------------------------------------ building
     def add(self, key, value, line):
@@ -61,10 +62,12 @@ class Section:
 
     # ------------------------------------------------------------------ lookups
     def has(self, key):
+        self.asked.add(key)
         return key in self._first
 
     def raw(self, key):
         """The value text with an inline `#comment` removed, or None when absent."""
+        self.asked.add(key)
         option = self._first.get(key)
         if option is None:
             return None
@@ -80,6 +83,7 @@ class Section:
         return default if text is None else self._number(key, text, integer=False)
 
     def str(self, key, default=None):
+        self.asked.add(key)
         option = self._first.get(key)
         if option is None:
             return default
