@@ -8,7 +8,9 @@ update:   every layer applies its accumulated updates with B = batch * subdivisi
           (update_network); train_step is Darknet's train_network.
 """
 import contextlib
+import functools
 import math
+import threading
 
 import numpy as np
 
@@ -39,12 +41,32 @@ def _memory_errors(section, doing):
                             f"({detail[:160]})") from None
 
 
+def _locked(method):
+    """Run the method holding the network's lock (see Network's docstring)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class Network:
+    """The layers of a cfg and Darknet's control flow over them.
+
+    Threads: one network may be shared by threads.  forward, backward, update, train_step,
+    set_batch and predict hold `net.lock` (a re-entrant lock), so calls from different
+    threads -- with different batch sizes too -- run one after the other, never interleaved.
+    forward returns a VIEW of the output layer's buffer, which the next forward from any
+    thread overwrites: a thread that reads it later must hold the lock from the forward until
+    it is done (`with net.lock: out = net.forward(x).copy()`), or use predict(x), which
+    returns a copy.  For throughput, give each thread its own network."""
+
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
                  channels=None, seed=None, max_memory=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
+        self.lock = threading.RLock()
         self.sections = sections
         self.path = sections[0].path
         self.rng = np.random.default_rng(seed)
@@ -131,6 +153,7 @@ class Network:
                 self.batch = saved
             raise MiniDarknetError(f"{self.path}: {message}")
 
+    @_locked
     def set_batch(self, batch):
         """Reallocate every layer's buffers for `batch` samples (Darknet's set_batch_network)."""
         if batch == self.batch and self.layers[0].output is not None:
@@ -172,6 +195,13 @@ class Network:
         return truth.reshape(rows, self.truths)
 
     # ------------------------------------------------------------------ running
+    @_locked
+    def predict(self, x):
+        """forward(x) (inference) and a copy of the output, safe to keep while other threads
+        run the network."""
+        return self.forward(x).copy()
+
+    @_locked
     def forward(self, x, truth=None, train=False, *, input_delta=True):
         """Run every layer; returns the output of the last non-cost layer (a view of its buffer).
 
@@ -219,6 +249,7 @@ class Network:
         self.cost = sum(l.cost for l in owners) / len(owners) if owners else math.nan
         self.objective = sum(getattr(l, "objective", 0.0) or 0.0 for l in owners)
 
+    @_locked
     def backward(self, delta=None):
         """Propagate the deltas from the last layer to the first.
 
@@ -258,6 +289,7 @@ class Network:
             with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
                 layer.backward(self)
 
+    @_locked
     def update(self):
         """Apply one SGD step with Darknet's rule (momentum, decay, B = batch*subdivisions)."""
         rate = self.current_rate()
@@ -265,6 +297,7 @@ class Network:
         for layer in self.layers:
             layer.update(rate, self.momentum, self.decay, batch)
 
+    @_locked
     def train_step(self, x, truth):
         """Darknet's train_network: x holds batch*subdivisions rows (any multiple of batch);
         each sub-batch runs forward and backward, updates happen every `subdivisions`
