@@ -40,6 +40,21 @@ def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="d
     return net
 
 
+def prepare_input(image, net, resize="letterbox"):
+    """A picture -> the (1, c, h, w) float32 input `net` takes, made as `minidarknet run`
+    makes it: read with Pillow (a path; or a (3, h, w) float array in [0, 1] as load_image
+    returns), turned into the network's channels, and fitted to its [net] size by `resize`
+    ("letterbox", pjreddie's default; "stretch" or "crop", AlexeyAB's detector/classifier)."""
+    import os
+    from .image import load_image, prepare_image, to_channels
+    name = "<array>"
+    if isinstance(image, (str, os.PathLike)):
+        name = os.fspath(image)
+        image = load_image(name)
+    picture = to_channels(image, net.c, name)
+    return prepare_image(picture, net.w, net.h, resize)[None]
+
+
 def loads(text, weights=None, *, path="<cfg>", **options):
     """Like load(), with the cfg given as text."""
     sections = apply_overrides(parse_cfg_text(text, path), options.pop("overrides", None))
@@ -51,6 +66,8 @@ def loads(text, weights=None, *, path="<cfg>", **options):
     return net
 
 
-__all__ = ["load", "loads", "layer", "apply_overrides", "train", "Trainer", "TrainResult",
+from .image import load_image  # noqa: E402  (public: a picture as (3, h, w) float32)
+
+__all__ = ["load", "loads", "layer", "prepare_input", "load_image", "apply_overrides", "train", "Trainer", "TrainResult",
            "Network", "MiniDarknetError", "CfgError",
            "WeightsError", "ImageError", "DataError", "ShapeError", "DarknetWarning", "__version__"]
