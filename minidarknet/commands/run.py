@@ -73,9 +73,6 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
             return
     batch = batch or min(len(paths), 32)
     net = minidarknet.load(cfg, weights, batch=batch)
-    if weights is None:
-        click.echo("warning: no weights given (--weights): the outputs come from the random "
-                   "initial values", err=True)
     chosen = _pick_layer(net, layer)
     kind = _kind(net, chosen)
     class_names = read_names(names) if names else None
@@ -83,6 +80,9 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     report = Report(net, chosen, kind, class_names, paths, out if folder else None, draw,
                     as_json or folder, save, normalize, top, thresh, hier, nms, out, mode,
                     resume)
+    if weights is None:         # (said once every option has been checked)
+        click.echo("warning: no weights given (--weights): the outputs come from the random "
+                   "initial values", err=True)
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     show_bar = folder or len(chunks) > 1
     try:
