@@ -19,12 +19,13 @@ __version__ = "0.1.0"
 
 
 def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="darknet",
-         cutoff=None, seed=None, overrides=None, partial=False, max_memory=None):
+         cutoff=None, seed=None, overrides=None, fork=None, partial=False, max_memory=None):
     """Build the network described by the cfg file `cfg` and optionally load `weights`.
 
     batch/width/height override the [net] values (Darknet's set_batch_network /
     resize_network); gradients is "darknet" (Darknet's CPU numbers and quirks) or "exact"
-    (the true gradient of the loss); cutoff loads only the first N layers' weights;
+    (the true gradient of the loss); fork is "pjreddie" or "alexeyab" (whose numbers the
+    network computes, see minidarknet.fork); cutoff loads only the first N layers' weights;
     overrides {"net.learning_rate": 0.01, "l2norm.backward": "exact", "layers[2].size": 3}
     changes cfg keys before the network is built (see minidarknet.overrides).
 
@@ -34,7 +35,7 @@ def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="d
     above it the build is refused before anything large is allocated."""
     sections = apply_overrides(read_cfg(cfg), overrides)
     net = Network(sections, gradients=gradients, batch=batch, width=width, height=height,
-                  seed=seed, max_memory=max_memory)
+                  seed=seed, fork=fork, max_memory=max_memory)
     if weights is not None:
         net.load_weights(weights, cutoff=cutoff, partial=partial)
     return net

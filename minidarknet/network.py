@@ -16,6 +16,7 @@ import numpy as np
 
 from . import memory, parallel
 from .errors import MiniDarknetError, ShapeError
+from .fork import resolve_fork
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
 
@@ -62,11 +63,12 @@ class Network:
     returns a copy.  For throughput, give each thread its own network."""
 
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
-                 channels=None, seed=None, max_memory=None):
+                 channels=None, seed=None, fork=None, max_memory=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
         self.lock = threading.RLock()
+        self.fork = resolve_fork(fork)      # whose numbers: fork.py lists every difference
         self.sections = sections
         self.path = sections[0].path
         self.rng = np.random.default_rng(seed)

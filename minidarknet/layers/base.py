@@ -59,6 +59,7 @@ class Layer:
         self.batch = shape.batch
         self.in_c, self.in_h, self.in_w, self.inputs = shape.c, shape.h, shape.w, shape.inputs
         self.exact = net.gradients == "exact"
+        self.fork = net.fork
         if self.needs_image and not (shape.c and shape.h and shape.w):
             raise section.error(f"{section.header}: the layer before must output an image "
                                 f"(it outputs {shape.inputs} values with no c x h x w shape)")
