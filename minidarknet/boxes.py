@@ -30,6 +30,12 @@ __all__ = [
 F32 = np.float32
 
 
+def _c_int(value):
+    """C's (int) cast of a pixel coordinate, saturating: an exp() that overflowed to inf in a
+    box's width (random weights) gives a box over the whole image, not an OverflowError."""
+    return int(min(max(value, -2.0 ** 31), 2.0 ** 31 - 1))
+
+
 class Detection:
     """One box: centre ``x, y`` and size ``w, h`` relative to the image (floats), Darknet's
     ``objectness`` and per-class probabilities ``prob`` (float32 array, one per class; 0 where
@@ -63,10 +69,10 @@ class Detection:
         im_w, im_h = int(im_w), int(im_h)
         x, y = float(F32(self.x)), float(F32(self.y))
         w, h = float(F32(self.w)), float(F32(self.h))
-        left = int((x - w / 2.0) * im_w)
-        right = int((x + w / 2.0) * im_w)
-        top = int((y - h / 2.0) * im_h)
-        bot = int((y + h / 2.0) * im_h)
+        left = _c_int((x - w / 2.0) * im_w)
+        right = _c_int((x + w / 2.0) * im_w)
+        top = _c_int((y - h / 2.0) * im_h)
+        bot = _c_int((y + h / 2.0) * im_h)
         left = max(left, 0)
         right = min(right, im_w - 1)
         top = max(top, 0)

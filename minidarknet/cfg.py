@@ -10,6 +10,7 @@ import os
 import re
 
 from .errors import CfgError, warn
+from .files import read_regular
 
 _SPACES = str.maketrans("", "", " \t\r\n")
 _INT = re.compile(r"[+-]?\d+")
@@ -30,12 +31,13 @@ class Section:
     Every getter marks the key as used, so `unused()` lists what no layer asked for."""
 
     def __init__(self, header, line, path):
-        self.header = header          # as written, e.g. "[conv]"
+        self.header = _short(header)  # as written, e.g. "[conv]" (cut when very long)
         self.type = header[1:-1]      # e.g. "conv" (aliases are resolved by the layer registry)
         self.line = line
         self.path = path
         self.options = []
         self._first = {}
+        self.asked = set()            # every key a layer looked up (present or not)
 
     # ------------------------------------------------------------------ building
     def add(self, key, value, line):
@@ -43,8 +45,9 @@ class Section:
         self.options.append(option)
         if key in self._first:
             first = self._first[key]
-            warn(f"{self.path}:{line}: duplicate key '{key}' in {self.header}: "
-                 f"the first value '{first.value}' (line {first.line}) is used, as in Darknet")
+            warn(f"{self.path}:{line}: duplicate key '{_short(key)}' in {self.header}: the "
+                 f"first value '{_short(first.value)}' (line {first.line}) is used, as in "
+                 f"Darknet")
             option.used = True   # reported here already; not again as unused
         else:
             self._first[key] = option
@@ -60,6 +63,7 @@ class Section:
 
     # ------------------------------------------------------------------ lookups
     def has(self, key):
+        self.asked.add(key)
         return key in self._first
 
     def peek(self, key):
@@ -69,6 +73,7 @@ class Section:
 
     def raw(self, key):
         """The value text with an inline `#comment` removed, or None when absent."""
+        self.asked.add(key)
         option = self._first.get(key)
         if option is None:
             return None
@@ -84,6 +89,7 @@ class Section:
         return default if text is None else self._number(key, text, integer=False)
 
     def str(self, key, default=None):
+        self.asked.add(key)
         option = self._first.get(key)
         if option is None:
             return default
@@ -137,7 +143,8 @@ class Section:
 
     def warn_unused(self):
         for option in self.unused():
-            warn(f"{self.path}:{option.line}: unused key '{option.key}={option.value}' "
+            warn(f"{self.path}:{option.line}: unused key '{_short(option.key)}="
+                 f"{_short(option.value)}' "
                  f"in {self.header}")
 
     def __repr__(self):
@@ -165,20 +172,22 @@ def parse_cfg_text(text, path="<cfg>"):
             end = line.find("]")
             rest = line[end + 1:] if end > 0 else None
             if end < 0 or (rest and rest[0] not in "#;"):
-                raise CfgError(path, number, f"malformed section header '{line}' "
+                raise CfgError(path, number, f"malformed section header '{_short(line)}' "
                                              f"(expected [type])")
             sections.append(Section(line[:end + 1], number, path))
             continue
         if not sections:
-            raise CfgError(path, number, f"option '{line}' before any [section]")
+            raise CfgError(path, number, f"option '{_short(line)}' before any [section]")
         key, eq, value = line.partition("=")
         if not eq:
-            raise CfgError(path, number, f"line '{line}' in {sections[-1].header} has no '=' "
+            raise CfgError(path, number, f"line '{_short(line)}' in {sections[-1].header} has no '=' "
                                          f"(expected key=value)")
         if not key:
-            raise CfgError(path, number, f"line '{line}' in {sections[-1].header} has no key")
+            raise CfgError(path, number, f"line '{_short(line)}' in {sections[-1].header} has no "
+                                         f"key")
         if not value:
-            raise CfgError(path, number, f"key '{key}' in {sections[-1].header} has an empty value")
+            raise CfgError(path, number, f"key '{_short(key)}' in {sections[-1].header} has an "
+                                         f"empty value")
         sections[-1].add(key, value, number)
     if not sections:
         raise CfgError(path, 0, "no sections (is this a Darknet .cfg file?)")
@@ -194,11 +203,7 @@ def parse_cfg_text(text, path="<cfg>"):
 def read_cfg(path):
     """Read a cfg file from disk (bytes decoded as UTF-8; invalid bytes are an error)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CfgError(path, 0, f"cannot read: {e.strerror}") from None
+    data = read_regular(path, lambda reason: CfgError(path, 0, f"cannot read: {reason}"))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -41,6 +41,7 @@ import numpy as np
 from .augment import AugmentOptions, augment_classifier_image, augment_detector_image
 from .data_ab import ABDetectorLoader, detector_only_keys, uses_ab_loader
 from .errors import DarknetWarning, DataError, MiniDarknetError
+from .files import LIST_LIMIT, TEXT_LIMIT, read_regular
 from .image import load_image, prepare_image, resize_min_crop, to_channels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -91,21 +92,21 @@ def read_data_file(path):
     return options
 
 
-def _lines(path, what):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [(number, line.rstrip("\r\n")) for number, line in enumerate(f, 1)]
-    except FileNotFoundError:
-        raise DataError(f"{path}: cannot read {what}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: cannot read {what}: is a directory") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read {what}: {e.strerror}") from None
+def _lines(path, what, limit=TEXT_LIMIT):
+    reasons = {"No such file or directory": "no such file", "Is a directory": "is a directory"}
+    data = read_regular(path, lambda reason: DataError(
+        f"{path}: cannot read {what}: {reasons.get(reason, reason)}"), limit)
+    # universal newlines, as a text-mode file gives them
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [(number, line) for number, line in enumerate(lines, 1)]
 
 
 def read_list(path, what="list"):
-    """Non-blank lines of a list file -> [(line number, text)]."""
-    return [(n, line.strip()) for n, line in _lines(path, what) if line.strip()]
+    """Non-blank lines of a list file -> [(line number, text)] (at most LIST_LIMIT bytes)."""
+    return [(n, line.strip()) for n, line in _lines(path, what, LIST_LIMIT) if line.strip()]
 
 
 def _short(text, limit=60):

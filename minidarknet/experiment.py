@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import MiniDarknetError
+from .files import read_regular
 
 TOP_KEYS = ("name", "description", "cfg", "data", "valid", "train", "overrides")
 TRAIN_KEYS = ("max_batches", "seed", "gradients", "weights", "clear", "on_bad_data",
@@ -49,8 +50,39 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 CURVE_COLUMNS = ("iteration", "loss", "avg_loss", "rate")
 
 
+MAX_RUNS = 1000       # a larger sweep needs max_runs= (--max-runs)
+
+
 class ExperimentError(MiniDarknetError):
     """A malformed experiment file: the message names the file and the key."""
+
+
+def _check_train_value(key, value, fail):
+    """A training setting's value, checked when the file is read (not in every run)."""
+    def integer(minimum):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise fail(f"train: {key}: {value!r} is not an integer >= {minimum}")
+    if key == "max_batches":
+        integer(1)
+    elif key in ("seed", "backup_every"):
+        integer(0)
+    elif key == "gradients" and value not in ("darknet", "exact"):
+        raise fail(f"train: gradients: {value!r} is not darknet or exact")
+    elif key == "on_bad_data" and value not in ("skip", "fail"):
+        raise fail(f"train: on_bad_data: {value!r} is not skip or fail")
+    elif key == "clear" and not isinstance(value, bool):
+        raise fail(f"train: clear: {value!r} is not true or false")
+    elif key == "weights":
+        if not isinstance(value, str) or not os.path.isfile(value):
+            raise fail(f"train: weights: {value} is not a file")
+
+
+def _check_name(name, fail):
+    """`name:` becomes a folder under experiments/: one plain path component."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or \
+            os.path.basename(name) != name or name.startswith("~"):
+        raise fail(f"name: {name!r} must be a plain folder name (no '/', '..' or '~'): the "
+                   f"results go to experiments/<name>")
 
 
 @dataclass
@@ -78,10 +110,12 @@ def load_experiment(path):
     """Read and check an experiment YAML file."""
     import yaml
     path = Path(path)
+    data = read_regular(path, lambda reason: ExperimentError(f"{path}: cannot read: {reason}"))
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ExperimentError(f"{path}: cannot read: {e.strerror}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"{path}: not a text file (byte offset {e.start} is not "
+                              f"UTF-8)") from None
     try:
         spec = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -136,7 +170,9 @@ def experiment_from_dict(spec, path="<dict>", base="."):
         valid = _resolve(base, valid)
         if not os.path.exists(valid):
             raise fail(f"valid: {valid} does not exist")
-    experiment = Experiment(name=str(spec.get("name") or Path(path).stem), path=path, cfg=cfg,
+    name = str(spec.get("name") or Path(path).stem)
+    _check_name(name, fail)
+    experiment = Experiment(name=name, path=path, cfg=cfg,
                             data=data, valid=valid,
                             description=str(spec.get("description") or ""))
     for group in ("train", "overrides"):
@@ -154,6 +190,9 @@ def experiment_from_dict(spec, path="<dict>", base="."):
             if group == "train" and key == "weights":
                 value = [_resolve(base, v) for v in value] if isinstance(value, list) \
                     else _resolve(base, value)
+            if group == "train" and value is not None:
+                for item in (value if isinstance(value, list) else [value]):
+                    _check_train_value(key, item, fail)
             if isinstance(value, list):
                 if not value:
                     raise fail(f"{group}: {key}: an empty list sweeps nothing")
@@ -189,9 +228,20 @@ def _check_override_key(key, fail):
 
 
 # ---------------------------------------------------------------------------------- runs
-def expand_runs(experiment):
+def run_count(experiment):
+    return math.prod(len(axis.values) for axis in experiment.axes)
+
+
+def expand_runs(experiment, max_runs=MAX_RUNS):
     """One dict per combination of the swept values: name, params (the swept values), and
-    everything run_one needs (all plain data, so it can go to another process)."""
+    everything run_one needs (all plain data, so it can go to another process).  A sweep of
+    more than max_runs combinations is refused before any is listed."""
+    count = run_count(experiment)
+    if count > max_runs:
+        sizes = " x ".join(str(len(a.values)) for a in experiment.axes)
+        raise ExperimentError(f"{experiment.path}: the sweep has {count} runs ({sizes}), more "
+                              f"than the limit of {max_runs}; raise it with --max-runs "
+                              f"(max_runs=) if you mean it")
     combos = list(itertools.product(*[axis.values for axis in experiment.axes]))
     width = max(2, len(str(len(combos))))
     runs = []
@@ -208,13 +258,48 @@ def expand_runs(experiment):
     return runs
 
 
-def check_runs(runs):
-    """Apply every run's overrides to the cfg before anything trains, so that a typo in a key
-    fails at once instead of in every run."""
+def check_runs(runs, experiment=None):
+    """Before anything trains: apply every run's overrides to the cfg, and build the network
+    once with each swept value, so that a key no layer reads (a typo: an error naming the
+    nearest key that layer reads) or a value it cannot take fails at once, not in every
+    run."""
     from .cfg import read_cfg
     from .overrides import apply_overrides
     for run in runs:
         apply_overrides(read_cfg(run["cfg"]), run["overrides"])
+    if not runs:
+        return
+    checked = set()
+    for run in runs:
+        values = tuple(sorted((k, repr(v)) for k, v in run["overrides"].items()))
+        new = [item for item in values if item not in checked]
+        if not new and checked:
+            continue
+        checked.update(values)
+        _check_overrides_build(run["cfg"], run["overrides"])
+
+
+def _check_overrides_build(cfg, overrides):
+    import difflib
+    import warnings
+    from .cfg import read_cfg
+    from .errors import CfgError
+    from .network import Network
+    from .overrides import apply_overrides, parse_override_key, select_sections
+    sections = apply_overrides(read_cfg(cfg), overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Network(sections, batch=1)
+    for key in overrides:
+        kind, selector, option = parse_override_key(key)
+        for section in select_sections(sections, kind, selector):
+            if option not in section.asked:
+                prefix = key[:len(key) - len(option)]
+                nearest = difflib.get_close_matches(option, sorted(section.asked), n=1,
+                                                    cutoff=0.5)
+                hint = f"; did you mean '{prefix}{nearest[0]}'?" if nearest else ""
+                raise CfgError(cfg, 0, f"override '{key}': {section.header} (line "
+                                       f"{section.line}) does not read '{option}'{hint}")
 
 
 def _train_function():
@@ -231,11 +316,16 @@ def run_one(run):
               "seconds": 0.0, "metrics": {}, "weights": None,
               "curve": {"iteration": [], "loss": [], "avg_loss": [], "rate": []}}
     start = time.perf_counter()
+    import warnings
+    caught = []
     try:
         settings = dict(run["train"])
-        result = _train_function()(run["cfg"], run["data"], out=run["out"],
-                                   overrides=run["overrides"] or None, progress=False,
-                                   **settings)
+        os.makedirs(run["out"], exist_ok=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = _train_function()(run["cfg"], run["data"], out=run["out"],
+                                       overrides=run["overrides"] or None, progress=False,
+                                       **settings)
         losses = [float(v) for v in result.losses]
         count = len(losses)
         first = int(result.iterations) - count + 1
@@ -255,6 +345,9 @@ def run_one(run):
     except (MiniDarknetError, ArithmeticError, ValueError, OSError) as e:
         record["status"] = f"error: {e}"
         record["seconds"] = record["seconds"] or time.perf_counter() - start
+    # warnings go back with the record (shown once by the parent), not printed by workers
+    record["warnings"] = list(dict.fromkeys(" ".join(str(w.message).split())
+                                            for w in caught or []))
     return record
 
 
@@ -314,27 +407,32 @@ def _has_valid_split(data):
     return True      # a .data file (its valid= line is checked when it is read)
 
 
-def run_experiment(experiment, out, *, jobs=1, scheduler=None, echo=print):
+def run_experiment(experiment, out, *, jobs=1, scheduler=None, echo=print, max_runs=MAX_RUNS):
     """Run every combination; writes results.csv, curves/*.csv and loss.png into `out`.
-    Returns the run records (in run order)."""
+    Returns the run records (in run order).  Each run's folder is made when it starts."""
     if isinstance(experiment, (str, os.PathLike)):
         experiment = load_experiment(experiment)
     out = Path(out)
+    runs = expand_runs(experiment, max_runs)
+    check_runs(runs)
     out.mkdir(parents=True, exist_ok=True)
     data, valid = prepare_data(experiment, out)
-    runs = expand_runs(experiment)
-    check_runs(runs)
     for run in runs:
         run.update(data=data, valid=valid, out=str((out / "runs" / run["name"]).resolve()))
-        os.makedirs(run["out"], exist_ok=True)
     _write_plan(experiment, runs, out)
     where = ("on " + _scheduler_name(scheduler)) if scheduler is not None else \
         (f"in {jobs} processes" if jobs > 1 else "one after the other")
     echo(f"{experiment.name}: {len(runs)} run{'s' if len(runs) != 1 else ''} {where} -> {out}")
     records = [None] * len(runs)
 
+    shown = set()
+
     def finished(record):
         records[record["index"]] = record
+        for message in record.get("warnings", []):      # each once, as one line
+            if message not in shown:
+                shown.add(message)
+                echo(f"warning: {message}")
         _report_one(record, len(runs), echo)
         write_curve(out / "curves" / f"{record['name']}.csv", record["curve"])
         write_results_csv(out / "results.csv", experiment, [r for r in records if r])

@@ -25,6 +25,7 @@ from PIL import Image
 
 from minidarknet.atomic import write_atomic
 from minidarknet.errors import ImageError, ShapeError
+from minidarknet.files import open_regular
 
 __all__ = [
     "load_image", "to_chw", "from_chw", "save_image", "save_pil",
@@ -83,6 +84,10 @@ def to_chw(pil_image):
     return _bytes_to_chw(_rgb_bytes(pil_image))
 
 
+_IMAGE_REASONS = {"No such file or directory": "no such file", "Is a directory": "is a directory",
+                  "Permission denied": "permission denied"}
+
+
 def load_image(path):
     """Read an image file as float32 (3, h, w) RGB in [0, 1] (Darknet's load_image_color).
 
@@ -91,11 +96,14 @@ def load_image(path):
     ImageError with a one-line message naming the file.
     """
     name = os.fspath(path)
+    # only a regular file: a FIFO would block, a device never end
+    file, _ = open_regular(name, lambda reason: ImageError(
+        f"{name}: cannot read image: {_IMAGE_REASONS.get(reason, reason)}"))
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), file:
             # A decompression-bomb *warning* (between 1x and 2x Pillow's pixel limit) is fine.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(name) as pil:
+            with Image.open(file) as pil:
                 pil.load()
                 hwc = _rgb_bytes(pil)
     except FileNotFoundError:
@@ -109,6 +117,9 @@ def load_image(path):
             from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: cannot read image: too large ({_one_line(e)})") from None
+    except Image.UnidentifiedImageError:
+        why = "empty file" if os.path.getsize(name) == 0 else "not a picture Pillow can decode"
+        raise ImageError(f"{name}: cannot read image: {why}") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for corrupt data
         why = _one_line(e) or type(e).__name__
         raise ImageError(f"{name}: cannot read image: {why}") from None

@@ -5,6 +5,7 @@ AlexeyAB options that minidarknet does not implement (so nothing is silently ign
 """
 import math
 
+from .cfg import _short
 from .errors import warn
 from .layers.base import MAX_ELEMENTS
 
@@ -83,14 +84,14 @@ def read_net_options(s, batch=None, width=None, height=None, channels=None):
         if option.used:
             continue
         if option.key in GPU_ONLY_UPDATE:
-            warn(f"{s.path}:{option.line}: [net] {option.key}={option.value}: Adam runs only "
+            warn(f"{s.path}:{option.line}: [net] {_short(option.key)}={_short(option.value)}: Adam runs only "
                  f"in Darknet's GPU build; the CPU update (SGD with momentum, as minidarknet "
                  f"runs it) ignores it")
         elif option.key in AB_NOT_IMPLEMENTED:
-            warn(f"{s.path}:{option.line}: [net] {option.key}={option.value} is not "
+            warn(f"{s.path}:{option.line}: [net] {_short(option.key)}={_short(option.value)} is not "
                  f"implemented by minidarknet and is ignored")
         else:
-            warn(f"{s.path}:{option.line}: unused key '{option.key}={option.value}' in [net]")
+            warn(f"{s.path}:{option.line}: unused key '{_short(option.key)}={_short(option.value)}' in [net]")
         option.used = True
     return o
 

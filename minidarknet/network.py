@@ -8,12 +8,14 @@ update:   every layer applies its accumulated updates with B = batch * subdivisi
           (update_network); train_step is Darknet's train_network.
 """
 import contextlib
+import functools
 import math
+import threading
 
 import numpy as np
 
-from . import parallel
-from .errors import ShapeError
+from . import memory, parallel
+from .errors import MiniDarknetError, ShapeError
 from .fork import choose_fork, warn_quirk
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
@@ -40,9 +42,29 @@ def _memory_errors(section, doing):
                             f"({detail[:160]})") from None
 
 
+def _locked(method):
+    """Run the method holding the network's lock (see Network's docstring)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 class Network:
+    """The layers of a cfg and Darknet's control flow over them.
+
+    Threads: one network may be shared by threads.  forward, backward, update, train_step,
+    set_batch and predict hold `net.lock` (a re-entrant lock), so calls from different
+    threads -- with different batch sizes too -- run one after the other, never interleaved.
+    forward returns a VIEW of the output layer's buffer, which the next forward from any
+    thread overwrites: a thread that reads it later must hold the lock from the forward until
+    it is done (`with net.lock: out = net.forward(x).copy()`), or use predict(x), which
+    returns a copy.  For throughput, give each thread its own network."""
+
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
-                 channels=None, seed=None, fork=None, weights_version=None):
+                 channels=None, seed=None, fork=None, weights_version=None,
+                 max_memory=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
@@ -61,6 +83,14 @@ class Network:
         self.iteration = 0      # updates done (AlexeyAB's cur_iteration; set by load_weights)
         self.weights_version = (0, 2, 0)
         self.layers = []
+        try:
+            self.memory_limit, self._limit_source = memory.memory_limit(max_memory)
+        except memory.MemoryBudgetError as e:
+            if max_memory is not None:
+                raise ValueError(f"max_memory={e}") from None
+            raise MiniDarknetError(str(e)) from None
+        self.memory_use = {}            # layer index -> bytes its arrays hold
+        counted = set()
         shape = InShape(self.batch, self.c, self.h, self.w, self.inputs)
         for index, section in enumerate(sections[1:]):
             self.building_index = index
@@ -68,6 +98,13 @@ class Network:
                 layer = layer_class(section)(section, shape, self)
             section.warn_unused()
             self.layers.append(layer)
+            # refused as soon as the layers built so far exceed the budget, before the next
+            # ones allocate (and draw random weights for) anything
+            self.memory_use[index] = memory.held_bytes(layer, counted)
+            if self.memory_limit and sum(self.memory_use.values()) > self.memory_limit:
+                raise section.error(memory.refusal(
+                    self, self.memory_use, self.memory_limit, self._limit_source,
+                    f"building the network up to layer {index}"))
             shape = InShape(self.batch, layer.out_c, layer.out_h, layer.out_w, layer.outputs)
         if not self.layers:
             raise sections[0].error("the cfg has a [net] section but no layers")
@@ -98,10 +135,43 @@ class Network:
     def output(self):
         return self.output_layer.output
 
+    def memory_needed(self, batch=None, train=None):
+        """{layer index: bytes} the network's arrays take with `batch` samples (default: the
+        current batch), with training's deltas and workspace when `train`: the parameters and
+        their updates stay, everything else scales with the batch."""
+        batch = self.batch if batch is None else batch
+        train = self._deltas if train is None else train
+        needed = {}
+        for layer in self.layers:
+            held = self.memory_use.get(layer.index, 0)
+            fixed = min(held, 2 * 4 * layer.weight_count())
+            extra = memory.training_extra_bytes(layer) if train else 0
+            needed[layer.index] = fixed + (held - fixed + extra) * batch // max(self.batch, 1)
+        return needed
+
+    def check_memory(self, batch=None, train=None):
+        """Refuse (MiniDarknetError, one line naming the total and the largest layers) when
+        the network with `batch` samples (and training, when `train`) needs more memory than
+        its limit (see minidarknet.memory)."""
+        needed = self.memory_needed(batch, train)
+        if self.memory_limit and sum(needed.values()) > self.memory_limit:
+            train = self._deltas if train is None else train
+            batch = self.batch if batch is None else batch
+            saved, self.batch = self.batch, batch
+            try:
+                message = memory.refusal(self, needed, self.memory_limit, self._limit_source,
+                                         "training this network" if train else
+                                         "running this network")
+            finally:
+                self.batch = saved
+            raise MiniDarknetError(f"{self.path}: {message}")
+
+    @_locked
     def set_batch(self, batch):
         """Reallocate every layer's buffers for `batch` samples (Darknet's set_batch_network)."""
         if batch == self.batch and self.layers[0].output is not None:
             return
+        self.check_memory(batch)
         self.batch = batch
         for layer in self.layers:
             layer.allocate(batch)
@@ -110,6 +180,7 @@ class Network:
 
     def _allocate_deltas(self):
         if not self._deltas:
+            self.check_memory(train=True)
             self._deltas = True
             for layer in self.layers:
                 layer.allocate_delta()
@@ -137,6 +208,13 @@ class Network:
         return truth.reshape(rows, self.truths)
 
     # ------------------------------------------------------------------ running
+    @_locked
+    def predict(self, x):
+        """forward(x) (inference) and a copy of the output, safe to keep while other threads
+        run the network."""
+        return self.forward(x).copy()
+
+    @_locked
     def forward(self, x, truth=None, train=False, *, input_delta=True):
         """Run every layer; returns the output of the last non-cost layer (a view of its buffer).
 
@@ -186,6 +264,7 @@ class Network:
         self.cost = sum(l.cost for l in owners) / len(owners) if owners else math.nan
         self.objective = sum(getattr(l, "objective", 0.0) or 0.0 for l in owners)
 
+    @_locked
     def backward(self, delta=None):
         """Propagate the deltas from the last layer to the first.
 
@@ -236,6 +315,7 @@ class Network:
         for key, message in self._quirks.pop(when, {}).items():
             warn_quirk(self, key, message)
 
+    @_locked
     def update(self):
         """Apply one SGD step with Darknet's rule (momentum, decay, B = batch*subdivisions)."""
         rate = self.current_rate()
@@ -245,6 +325,7 @@ class Network:
                 layer.update(rate, self.momentum, self.decay, batch)
         self.iteration += 1
 
+    @_locked
     def train_step(self, x, truth):
         """Darknet's train_network: x holds batch*subdivisions rows (any multiple of batch);
         each sub-batch runs forward and backward, updates happen every `subdivisions`
@@ -282,9 +363,11 @@ class Network:
         return self.options.rate(self.current_batch(), self.rng)
 
     # ------------------------------------------------------------------ weights
-    def load_weights(self, path, cutoff=None):
+    def load_weights(self, path, cutoff=None, partial=False):
+        """Darknet's load_weights (see minidarknet.weights.load_weights); partial=True
+        accepts a file with floats left over after the last layer (with a warning)."""
         from .weights import load_weights
-        load_weights(self, path, cutoff=cutoff)
+        load_weights(self, path, cutoff=cutoff, partial=partial)
 
     def save_weights(self, path, cutoff=None):
         from .weights import save_weights

@@ -34,6 +34,7 @@ or infinite stops the run: the state before that step is put back and saved, and
 has ``status="diverged"`` and a one-line ``message``.
 """
 import copy
+import hashlib
 import io
 import math
 import os
@@ -103,6 +104,13 @@ class TrainingTerminated(SystemExit):
             message, signum, checkpoint, iteration
 
 
+class CheckpointError(MiniDarknetError):
+    """A checkpoint that cannot be written (full disk, read-only or busy --out folder)."""
+
+
+LOCK_NAME = ".minidarknet-train.lock"
+
+
 class _Signal(BaseException):
     def __init__(self, signum):
         super().__init__(signum)
@@ -138,12 +146,38 @@ def state_path(weights_path):
     return str(p.with_name(p.name + ".state.npz"))
 
 
-def state_bytes(net, avg_loss):
+def state_bytes(net, avg_loss, weights_data=None):
+    """The sidecar's bytes; with the weights file's bytes, their size and SHA-256 are stored
+    too, so that a sidecar whose weights file was not (yet) replaced -- a run killed between
+    the two renames -- is recognised and never paired with the wrong weights."""
     arrays = {k: a for k, a in momentum_arrays(net)}
+    if weights_data is not None:
+        arrays["__weights_size__"] = np.array(len(weights_data), np.int64)
+        arrays["__weights_sha256__"] = np.frombuffer(
+            hashlib.sha256(weights_data).digest(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, __seen__=np.array(net.seen, np.int64),
              __avg_loss__=np.array(avg_loss, np.float64), **arrays)
     return buffer.getvalue()
+
+
+def _weights_match(stored, weights_path):
+    """Whether the sidecar's recorded size and hash (when it has them) are the weights
+    file's."""
+    size = stored.pop("__weights_size__", None)
+    digest = stored.pop("__weights_sha256__", None)
+    if size is None or digest is None:
+        return True                     # a sidecar written before they were recorded
+    try:
+        if os.path.getsize(weights_path) != int(size):
+            return False
+        hasher = hashlib.sha256()
+        with open(weights_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                hasher.update(block)
+    except OSError:
+        return False
+    return hasher.digest() == bytes(np.asarray(digest, np.uint8))
 
 
 def load_state(net, weights_path):
@@ -165,6 +199,11 @@ def load_state(net, weights_path):
     if seen != net.seen:
         warnings.warn(f"{path}: saved at seen={seen} but the weights have seen={net.seen}; "
                       f"ignored (momentum starts from zero)", DarknetWarning, stacklevel=2)
+        return None
+    if not _weights_match(stored, weights_path):
+        warnings.warn(f"{path}: written for another version of {weights_path} (a run stopped "
+                      f"between writing the two files?); ignored (momentum starts from zero)",
+                      DarknetWarning, stacklevel=2)
         return None
     arrays = dict(momentum_arrays(net))
     if set(stored) != set(arrays) or any(stored[k].shape != arrays[k].shape for k in arrays):
@@ -293,6 +332,7 @@ class Trainer:
         # The weights load with the network (the default fork rule reads their header).
         self.net = net = load(self.cfg, weights, gradients=gradients, overrides=overrides,
                               seed=self.seed, fork=fork)
+        net.check_memory(train=True)        # refused before any data is read
         self.avg_loss = -1.0
         if weights is not None:
             if clear:
@@ -327,6 +367,8 @@ class Trainer:
         self._pending = None
         self._snapshot = None
         self._bar = None
+        self._lock = None
+        self._open_out()                # --out checked (and locked) before any training
 
     # ---------------------------------------------------------------- public helpers
     @property
@@ -341,24 +383,76 @@ class Trainer:
         return os.path.join(self.out, f"{self.stem}_{name}.weights")
 
     def save_checkpoint(self, *names):
-        """Write the current state as <stem>_<name>.weights (+ sidecar) for each name."""
+        """Write the current state as <stem>_<name>.weights (+ sidecar) for each name.
+
+        Each file is replaced atomically (the previous checkpoint stays whole when writing
+        fails, e.g. a full disk: a CheckpointError naming the file); the sidecar records its
+        weights file's hash, so a run killed between the two never pairs them wrongly."""
         if self.out is None:
             return []
-        os.makedirs(self.out, exist_ok=True)
         deferring, self._deferring = self._deferring, True
         try:
             data = weights_bytes(self.net)
-            state = state_bytes(self.net, self.avg_loss)
+            state = state_bytes(self.net, self.avg_loss, data)
             paths = []
             for name in names:
                 path = self.checkpoint_path(name)
-                write_atomic(state_path(path), state)
-                write_atomic(path, data)
+                for target, content in ((state_path(path), state), (path, data)):
+                    try:
+                        write_atomic(target, content)
+                    except OSError as e:
+                        raise CheckpointError(f"{target}: cannot write the checkpoint: "
+                                              f"{e.strerror or e}") from None
                 paths.append(path)
                 self.result.checkpoints.append(path)
             return paths
         finally:
             self._deferring = deferring
+
+    def _open_out(self):
+        """Before training: --out exists (made), is writable, and no other run uses it
+        (a lock held until the run ends; the kernel drops it when the process dies), and
+        temporary files that killed runs left behind are removed."""
+        if self.out is None or self._lock is not None:
+            return
+        out = self.out
+        try:
+            os.makedirs(out, exist_ok=True)
+            fd = os.open(os.path.join(out, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise CheckpointError(f"{out}: cannot write checkpoints there: "
+                                  f"{e.strerror or e}") from None
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass                        # no flock (Windows): no lock
+        except OSError:
+            os.close(fd)
+            raise CheckpointError(f"{out}: another training run is writing checkpoints "
+                                  f"there (give each run its own --out)") from None
+        self._lock = fd
+        try:
+            probe = os.path.join(out, f".tmp-probe-{os.getpid()}")
+            with open(probe, "wb") as f:
+                f.write(b"probe")
+            os.unlink(probe)
+            for name in os.listdir(out):
+                if name.startswith(".tmp-") and (name.endswith(".weights") or
+                                                 name.endswith(".state.npz")):
+                    os.unlink(os.path.join(out, name))
+        except OSError as e:
+            self._close_out()
+            raise CheckpointError(f"{out}: cannot write checkpoints there: "
+                                  f"{e.strerror or e}") from None
+
+    def _close_out(self):
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self):
+        self._close_out()
 
     # ---------------------------------------------------------------- the loop
     def run(self):
@@ -367,6 +461,7 @@ class Trainer:
         self.result = result = TrainResult(weights=None, iterations=start, net=net,
                                            start_iteration=start)
         self._snapshot = _Snapshot(net)
+        self._open_out()
         began = time.perf_counter()
         if self.progress:
             self._bar = Progress(start, self.max_batches)
@@ -392,7 +487,10 @@ class Trainer:
             raise self._interrupted(signal.SIGINT) from None
         except Exception as e:
             self._recover()
-            paths = self._save_progress()
+            try:
+                paths = [] if isinstance(e, CheckpointError) else self._save_progress()
+            except CheckpointError:
+                paths = []              # the error being raised says more
             if paths:
                 e.checkpoint = paths[0]
                 if self.progress:
@@ -404,6 +502,7 @@ class Trainer:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
             self._restore_signals(handlers)
+            self._close_out()
             if self._bar is not None:
                 self._bar.close()
 

@@ -20,6 +20,7 @@ import re
 import numpy as np
 
 from .errors import CfgError
+from .files import read_regular
 
 F32 = np.float32
 _PARENT = re.compile(r"\s*([+-]?\d+)")
@@ -188,13 +189,9 @@ def read_tree_file(section, key="tree"):
     Darknet does; a missing or unreadable file is a CfgError at the cfg line of the key."""
     name = section.str(key)
     resolved = os.path.abspath(name)
-    try:
-        with open(resolved, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise section.error(f"{section.header} {key}={name}: cannot open the tree file "
-                            f"{resolved} ({e.strerror}; Darknet opens it relative to the "
-                            f"working directory)", key) from None
+    data = read_regular(resolved, lambda reason: section.error(
+        f"{section.header} {key}={name}: cannot open the tree file {resolved} ({reason}; "
+        f"Darknet opens it relative to the working directory)", key))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -235,13 +232,10 @@ def read_class_map(section, key="map"):
     the cfg is parsed; a missing file is a CfgError at the cfg line of the key."""
     name = section.str(key)
     resolved = os.path.abspath(name)
-    try:
-        with open(resolved, "rb") as f:
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError as e:
-        raise section.error(f"{section.header} {key}={name}: cannot open the class map "
-                            f"{resolved} ({e.strerror}; Darknet opens it relative to the "
-                            f"working directory)", key) from None
+    text = read_regular(resolved, lambda reason: section.error(
+        f"{section.header} {key}={name}: cannot open the class map {resolved} ({reason}; "
+        f"Darknet opens it relative to the working directory)", key)).decode(
+        "utf-8", errors="replace")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()

@@ -10,9 +10,11 @@ import os
 import numpy as np
 
 from .atomic import write_atomic
+from .files import open_regular
 from .errors import WeightsError, warn
 
 HEADER_INTS = 12
+MAX_VERSION = 2000      # above: not a version number (1000 + n flags transposed weights)
 
 
 def _header_layout(major, minor):
@@ -49,9 +51,12 @@ def read_header(path, data):
         raise WeightsError(f"{path}: header ends inside the 'seen' counter at byte offset "
                            f"{HEADER_INTS}")
     seen = int(np.frombuffer(data, "<u8" if seen_bytes == 8 else "<u4", 1, HEADER_INTS)[0])
-    if major < 0 or minor < 0 or revision < 0:
+    if not (0 <= major <= MAX_VERSION and 0 <= minor <= MAX_VERSION
+            and 0 <= revision <= MAX_VERSION):
+        # Darknet writes 0.1.0 / 0.2.0 (1000 + those flags transposed connected weights):
+        # anything else is not a weights file, whatever its rule for "transposed" would say
         raise WeightsError(f"{path}: header version {major}.{minor}.{revision} is not a Darknet "
-                           f"weights file")
+                           f"weights file (each number is at most {MAX_VERSION})")
     return (major, minor, revision), seen, HEADER_INTS + seen_bytes, transpose
 
 
@@ -59,7 +64,8 @@ def peek_version(path):
     """(major, minor, revision) from a weights file's header, or None when it cannot be read
     (load_weights then reports the problem)."""
     try:
-        with open(os.fspath(path), "rb") as f:
+        f, _ = open_regular(path, OSError)
+        with f:
             head = f.read(HEADER_INTS)
     except (OSError, TypeError, ValueError):
         return None
@@ -68,21 +74,46 @@ def peek_version(path):
     return tuple(int(v) for v in np.frombuffer(head, "<i4", 3))
 
 
-def load_weights(net, path, cutoff=None):
+def most_bytes(layers):
+    """The largest weights file these layers can read: the longest header and every
+    parameter (layers read at most their weight_count)."""
+    return HEADER_INTS + 8 + 4 * sum(layer.weight_count() for layer in layers
+                                     if not layer.dontload)
+
+
+def _read_bounded(path, layers, partial):
+    """(bytes to load from, the file's size): only a regular file, and at most what `layers`
+    can read -- a longer file is an error (unless partial), and never read past that."""
+    f, size = open_regular(path, lambda reason: WeightsError(f"{path}: cannot read: {reason}"))
+    bound = most_bytes(layers)
+    with f:
+        if size > bound and not partial:
+            raise WeightsError(
+                f"{path}: the file has {size} bytes, the network needs at most {bound} "
+                f"({(size - bound) // 4} floats too many): does the cfg match these weights? "
+                f"(a partial load, partial=True or cutoff=, reads only the first layers)")
+        try:
+            data = f.read(min(size, bound))
+        except OSError as e:
+            raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
+    return data, size
+
+
+def load_weights(net, path, cutoff=None, partial=False):
     """Load layers [0, cutoff) from `path` (all layers when cutoff is None).
 
-    A file that ends exactly between two layers (e.g. darknet53.conv.74 used for transfer
-    learning) loads the layers it covers, with a warning; a file that ends inside a layer's
-    arrays is an error naming the layer; floats left over at the end are a warning."""
+    Only a regular file is read, and never more bytes than the layers take.  A file that ends
+    exactly between two layers (e.g. darknet53.conv.74 used for transfer learning) loads the
+    layers it covers, with a warning; a file that ends inside a layer's arrays is an error
+    naming the layer.  Floats left over after the last layer (a file for another network) are
+    an error naming both sizes, unless a partial load is asked for (partial=True, a cutoff,
+    or a cfg with dontload layers, which Darknet skips in the file): then a warning."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
+    layers = net.layers if cutoff is None else net.layers[:cutoff]
+    partial = partial or cutoff is not None or any(layer.dontload for layer in layers)
+    data, size = _read_bounded(path, layers, partial)
     version, seen, offset, transpose = read_header(path, data)
     reader = Reader(path, data, offset)
-    layers = net.layers if cutoff is None else net.layers[:cutoff]
     for layer in layers:
         if layer.dontload or not layer.weight_count():
             continue
@@ -92,10 +123,14 @@ def load_weights(net, path, cutoff=None):
             break
         layer.read_weights(reader, transpose)
     else:
-        leftover = len(data) - reader.offset
+        leftover = size - reader.offset
+        message = (f"{path}: {leftover // 4} floats ({leftover} bytes) left over after the "
+                   f"last layer at byte offset {reader.offset}: the file has {size} bytes, "
+                   f"the network reads {reader.offset}; does the cfg match these weights?")
         if leftover and cutoff is None:
-            warn(f"{path}: {leftover // 4} floats ({leftover} bytes) left over after the last "
-                 f"layer at byte offset {reader.offset}; does the cfg match these weights?")
+            if not partial:
+                raise WeightsError(message + " (partial=True loads it anyway)")
+            warn(message)
     net.seen = seen
     net.iteration = seen // max(net.batch * net.subdivisions, 1)
     net.weights_version = version

@@ -270,11 +270,25 @@ def test_file_ending_between_layers_warns(tmp_path, floats, layer):
     np.testing.assert_array_equal(net.layers[1].weights, make_net(seed=1).layers[1].weights)
 
 
-def test_leftover_floats_warn(tmp_path):
-    (net, path), messages = collect_warnings(lambda: load(tmp_path, header() + body(TOTAL + 3)))
-    [message] = messages
+def test_leftover_floats_are_an_error_unless_a_partial_load_is_asked_for(tmp_path):
+    # a file for another network: an error naming both sizes (issue 9; it was a warning)
+    path = tmp_path / "w.weights"
+    path.write_bytes(header() + body(TOTAL + 3))
+    with pytest.raises(WeightsError) as caught:
+        make_net().load_weights(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert f"{20 + 4 * TOTAL + 12} bytes" in message and "partial" in message
+    # partial=True: loads the layers and warns about what is left over
+    net = make_net()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net.load_weights(path, partial=True)
+    [message] = [str(w.message) for w in caught]
     assert message.startswith(f"{path}: 3 floats (12 bytes) left over")
     assert f"byte offset {20 + 4 * TOTAL}" in message
+    assert f"the file has {20 + 4 * TOTAL + 12} bytes, the network reads {20 + 4 * TOTAL}" \
+        in message
     check_layer_order(net)
 
 

@@ -56,9 +56,11 @@ DETECTION_TYPES = ("yolo", "region", "detection")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per image.")
 @click.option("--data", type=click.Path(dir_okay=False), help="A .data file: --names "
               "defaults to its names=.")
+@click.option("--resume", is_flag=True, help="With --out DIR: skip the images already in "
+              "DIR/results.jsonl and add the others to it.")
 @fork_option
 def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, top, thresh,
-            hier, nms, out, draw, as_json, data, fork):
+            hier, nms, out, draw, as_json, data, resume, fork):
     """Run the network CFG on IMAGE files, folders or glob patterns, or video files
     (with --out DIR: DIR/<video>.mp4 with the boxes drawn and DIR/results.jsonl)."""
     import minidarknet
@@ -80,6 +82,17 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     folder = out is not None and (Path(out).is_dir() or not Path(out).suffix)
     if draw and not folder:
         raise click.BadParameter("--draw goes with --out DIR", param_hint="--draw")
+    if resume and not folder:
+        raise click.BadParameter("--resume goes with --out DIR", param_hint="--resume")
+    for option, target in (("--save", save), ("--out", None if folder else out)):
+        _check_writable(option, target)
+    if resume:
+        done = finished_images(os.path.join(out, "results.jsonl"))
+        paths = [p for p in paths if p not in done]
+        click.echo(f"resuming: {len(done)} images already in "
+                   f"{os.path.join(out, 'results.jsonl')}, {len(paths)} to go", err=True)
+        if not paths:
+            return
     batch = batch or min(len(paths), 32)
     # A few pictures run faster without the compiled kernels than with loading them.
     kernels.skip_for_short_run(len(paths))
@@ -90,40 +103,97 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     class_names = read_names(names) if names else None
     mode = resize or "letterbox"
     report = Report(net, chosen, kind, class_names, paths, out if folder else None, draw,
-                    as_json or folder, save, normalize, top, thresh, hier, nms, out, mode)
+                    as_json or folder, save, normalize, top, thresh, hier, nms, out, mode,
+                    resume)
+    if weights is None:         # (said once every option has been checked)
+        click.echo("warning: no weights given (--weights): the outputs come from the random "
+                   "initial values", err=True)
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     show_bar = folder or len(chunks) > 1
-    with click.progressbar(chunks, label="images", file=click.get_text_stream("stderr"),
-                           show_pos=True, item_show_func=lambda c: None) if show_bar \
-            else _nullbar(chunks) as bar:
-        for chunk in bar:
-            images, inputs_, kept, reading = [], [], [], []
-            for path in chunk:
-                start = time.perf_counter()
-                try:
-                    im = load_image(path)
-                except MiniDarknetError as e:
-                    click.echo(f"\nwarning: skipping {e}", err=True)
-                    report.skipped += 1
+    try:
+        with click.progressbar(chunks, label="images", file=click.get_text_stream("stderr"),
+                               show_pos=True, item_show_func=lambda c: None) if show_bar \
+                else _nullbar(chunks) as bar:
+            for chunk in bar:
+                images, inputs_, kept, reading = [], [], [], []
+                for path in chunk:
+                    start = time.perf_counter()
+                    try:
+                        im = load_image(path)
+                    except MiniDarknetError as e:
+                        if len(paths) == 1:
+                            raise
+                        # off the progress bar's line first
+                        click.echo(("\n" if show_bar else "") + f"warning: skipping {e}",
+                                   err=True)
+                        report.skipped += 1
+                        continue
+                    images.append(im)
+                    inputs_.append(prepare_image(to_channels(im, net.c, path), net.w, net.h,
+                                                 mode))
+                    kept.append(path)
+                    reading.append(time.perf_counter() - start)
+                if not kept:
                     continue
-                images.append(im)
-                inputs_.append(prepare_image(to_channels(im, net.c, path), net.w, net.h, mode))
-                kept.append(path)
-                reading.append(time.perf_counter() - start)
-            if not kept:
-                continue
-            start, one_off = time.perf_counter(), kernels.one_off_seconds()
-            net.forward(np.stack(inputs_))
-            # Loading compiled kernels during this forward is reported apart (one-off).
-            seconds = time.perf_counter() - start - (kernels.one_off_seconds() - one_off)
-            for index, (path, im) in enumerate(zip(kept, images)):
-                report.emit(index, path, im, seconds / len(kept), reading[index])
+                start, one_off = time.perf_counter(), kernels.one_off_seconds()
+                net.forward(np.stack(inputs_))
+                # Loading compiled kernels during this forward is reported apart (one-off).
+                seconds = time.perf_counter() - start - (kernels.one_off_seconds() - one_off)
+                check_finite(net, chosen, kept, weights)
+                for index, (path, im) in enumerate(zip(kept, images)):
+                    report.emit(index, path, im, seconds / len(kept), reading[index])
+    finally:
+        report.close()
     report.finish()
     if not (as_json or folder):
         click.echo(f"one-off costs: {1000 * (ready - STARTED):.0f} ms to import numpy and "
                    f"minidarknet and load the network, compiled kernels {kernels.status()}"
                    + (f" ({1000 * kernels.one_off_seconds():.0f} ms to load)"
                       if kernels.enabled() else ""), err=True)
+
+
+def _check_writable(option, target):
+    """--save / --out FILE must be a file in an existing folder: checked before any work."""
+    from minidarknet.errors import MiniDarknetError
+    if target is None:
+        return
+    parent = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(parent):
+        raise MiniDarknetError(f"{option} {target}: the folder {parent} does not exist")
+    if os.path.isdir(target):
+        raise MiniDarknetError(f"{option} {target}: is a folder (give a file name)")
+
+
+def finished_images(jsonl):
+    """The images named in an existing results.jsonl (for --resume); a last line cut short
+    by a killed run is ignored (it is written again)."""
+    from minidarknet.errors import MiniDarknetError
+    from minidarknet.files import LIST_LIMIT, read_regular
+    if not os.path.exists(jsonl):
+        return set()
+    data = read_regular(jsonl, lambda reason: MiniDarknetError(
+        f"{jsonl}: cannot read: {reason}"), LIST_LIMIT)
+    done = set()
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            done.add(json.loads(line)["image"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def check_finite(net, chosen, paths, weights):
+    """A NaN or inf in the reported output is an error naming the first layer whose output
+    is not finite, never shown as a result."""
+    from minidarknet.errors import MiniDarknetError
+    if np.isfinite(chosen.output).all():
+        return
+    first = next(l for l in net.layers if l.output is not None and
+                 not np.isfinite(l.output).all())
+    why = ("; no weights were given, so these are random initial values" if weights is None
+           else "")
+    raise MiniDarknetError(f"{paths[0]}: the output has NaN or inf values, first in layer "
+                           f"{first.index} ({first.type}){why}")
 
 
 class _nullbar:
@@ -173,11 +243,11 @@ def names_from_data(data):
 
 def read_names(path):
     from minidarknet.errors import MiniDarknetError
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise MiniDarknetError(f"{path}: cannot read names: {e.strerror}") from None
+    from minidarknet.files import read_regular
+    data = read_regular(path, lambda reason: MiniDarknetError(
+        f"{path}: cannot read names: {reason}"))
+    text = data.decode("utf-8", errors="replace")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _pick_layer(net, layer):
@@ -202,20 +272,35 @@ class Report:
     """Turns each image's output into text, JSON, pictures and saved arrays."""
 
     def __init__(self, net, layer, kind, names, paths, folder, draw, as_json, save, normalize,
-                 top, thresh, hier, nms, out, mode):
+                 top, thresh, hier, nms, out, mode, resume=False):
         self.net, self.layer, self.kind, self.names = net, layer, kind, names
         self.folder, self.draw, self.as_json = folder, draw, as_json
         self.save, self.normalize, self.top = save, normalize, top
         self.thresh, self.hier, self.nms, self.mode = thresh, hier, nms, mode
         self.many = len(paths) > 1
         self.picture = out if (out and not folder) else "predictions.png"
-        self.saved_arrays = []
+        self.saved = None               # --save X.npy: the rows, streamed to a temporary file
         self.skipped = 0
         self.count = 0
         self.jsonl = None
+        self.resume = resume
+        if save and not save.lower().endswith(".npy"):
+            shape = layer.buffer_shape
+            if shape[0] not in (1, 3) or shape[1] * shape[2] == 1:
+                from minidarknet.errors import MiniDarknetError
+                raise MiniDarknetError(
+                    f"--save {save}: layer {layer.index} ({layer.type}) outputs "
+                    f"{' x '.join(map(str, shape))}, not a 1- or 3-channel picture; use "
+                    f"--save FILE.npy")
         if folder:
             os.makedirs(folder, exist_ok=True)
-            self.jsonl = open(os.path.join(folder, "results.jsonl"), "w", encoding="utf-8")
+
+    def _jsonl(self):
+        """results.jsonl, opened at the first result (a failing run leaves the old one)."""
+        if self.jsonl is None:
+            self.jsonl = open(os.path.join(self.folder, "results.jsonl"),
+                              "a" if self.resume else "w", encoding="utf-8")
+        return self.jsonl
 
     def emit(self, index, path, image, seconds, reading=None):
         self.count += 1
@@ -231,8 +316,9 @@ class Report:
             lines = self._statistics(output, record)
         if self.save:
             self._save(output, path)
-        if self.jsonl:
-            self.jsonl.write(json.dumps(record) + "\n")
+        if self.folder:
+            self._jsonl().write(json.dumps(record) + "\n")
+            self.jsonl.flush()
         elif self.as_json:
             click.echo(json.dumps(record))
         else:
@@ -293,29 +379,92 @@ class Report:
 
     def _save(self, output, path):
         if self.save.lower().endswith(".npy"):
-            self.saved_arrays.append(np.array(output))
+            if self.saved is None:
+                self.saved = NpyStream(self.save, output.shape, output.dtype)
+            self.saved.append(output)
             return
         from minidarknet.image import save_image
-        picture = output.reshape(self.layer.buffer_shape)
-        if picture.shape[0] not in (1, 3) or picture.shape[1] * picture.shape[2] == 1:
-            raise click.UsageError(f"layer {self.layer.index} ({self.layer.type}) outputs "
-                                   f"{' x '.join(map(str, picture.shape))}, not a 1- or "
-                                   f"3-channel picture; use --save FILE.npy")
+        picture = output.reshape(self.layer.buffer_shape)      # 1 or 3 channels (checked)
         if self.normalize:
             low, high = float(picture.min()), float(picture.max())
             picture = (picture - low) / (high - low) if high > low else picture * 0
         save_image(self._numbered(self.save, path), picture)
 
-    def finish(self):
+    def close(self):
         if self.jsonl:
             self.jsonl.close()
+        if self.saved is not None and self.count == 0:
+            self.saved.discard()
+
+    def finish(self):
+        from minidarknet.errors import MiniDarknetError
+        if self.jsonl:
             click.echo(f"{self.count} images -> {self.jsonl.name}"
                        + (f" ({self.skipped} skipped)" if self.skipped else ""), err=True)
-        if self.save and self.saved_arrays:
-            from minidarknet.atomic import write_atomic
-            import io
-            buffer = io.BytesIO()
-            np.save(buffer, np.stack(self.saved_arrays))
-            write_atomic(self.save, buffer.getvalue())
+        if self.saved is not None:
+            self.saved.finish()
         if self.count == 0:
-            raise click.ClickException("no image could be read")
+            raise MiniDarknetError("no image could be read")
+
+
+class NpyStream:
+    """--save X.npy over many images: each output is appended to a temporary file as it
+    comes (memory stays one output), and finish() writes X.npy (header + rows) atomically."""
+
+    def __init__(self, path, shape, dtype):
+        import tempfile
+        self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".rows", dir=folder)
+        self.file = os.fdopen(fd, "wb")
+        self.rows = 0
+
+    def append(self, row):
+        self.file.write(np.ascontiguousarray(row, self.dtype).tobytes())
+        self.rows += 1
+
+    def discard(self):
+        self.file.close()
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    def finish(self):
+        import tempfile
+        self.file.close()
+        folder = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(self.path),
+                                   dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as out, open(self.tmp, "rb") as rows:
+                np.lib.format.write_array_header_1_0(out, {
+                    "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                    "shape": (self.rows,) + self.shape})
+                while True:
+                    block = rows.read(1 << 24)
+                    if not block:
+                        break
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, self.path)
+        except BaseException:
+            for name in (tmp,):
+                try:
+                    os.unlink(name)
+                except OSError:
+                    pass
+            raise
+        finally:
+            try:
+                os.unlink(self.tmp)
+            except OSError:
+                pass
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
