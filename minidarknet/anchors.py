@@ -287,7 +287,8 @@ def rewrite_cfg(text, plans):
             out.append(replace[index] + ending)
         else:
             out.append(line)
-        out.extend(insert.get(index, []))
+        ending = "\r" if line.endswith("\r") else ""      # keep CRLF files CRLF
+        out.extend(added + ending for added in insert.get(index, []))
     return "\n".join(out)
 
 

@@ -10,9 +10,12 @@ the full network gives the short-file warning and keeps the other layers' initia
 which is how a pretrained backbone (``darknet53.conv.74``) is used.
 
 Different from Darknet: N beyond the number of layers is an error (Darknet saves them all
-without a word), OUT may not be the source file, and the file is written atomically.
+without a word), so is a source file that ends before layer N (Darknet would save those
+layers' random initial values), OUT may not be the source file, and the file is written
+atomically.
 """
 import os
+import warnings
 
 from .errors import MiniDarknetError
 
@@ -30,7 +33,16 @@ def partial(cfg, weights, out, count):
                                f"{len(net.layers)} (0..{len(net.layers)})")
     if os.path.exists(out) and os.path.exists(weights) and os.path.samefile(weights, out):
         raise MiniDarknetError(f"{out}: is the weights file being read; give another name")
-    net.load_weights(weights, cutoff=count)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net.load_weights(weights, cutoff=count)
+    for warning in caught:
+        if "the file ends before layer" in str(warning.message):
+            # Darknet would save those layers' random initial values as if trained
+            raise MiniDarknetError(f"{warning.message.args[0].split(';')[0]}, so it cannot "
+                                   f"give the first {count} layers")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
     net.seen = 0
     data = weights_bytes(net, cutoff=count)
     write_atomic(out, data)

@@ -12,7 +12,8 @@ column, and the weights are saved as ``<stem>_best.weights`` when it is the best
 (AlexeyAB does the same).  ``chart.png`` shows the loss (running average, and each
 iteration's loss faintly) above the mAP, and is redrawn, with ``train.csv``, at every mAP
 and at most every ``redraw_seconds`` otherwise; both are written atomically, so a viewer
-never sees half a file.
+never sees half a file.  A resumed run (``--weights`` a checkpoint) starts the files
+again from its first iteration.
 
 The mAP is computed on a separate network (built once with the validation batch size)
 that gets a copy of the training network's parameters, as AlexeyAB copies them into its

@@ -199,6 +199,9 @@ def test_partial_keeps_the_first_layers_bytes_and_resets_seen(tmp_path):
     assert fresh.seen == 0
     too_many = run_cli(["partial", str(DEMO), "full.weights", "x.weights", "10"], tmp_path)
     assert too_many.returncode == 2 and "the network has 9" in too_many.stderr
+    short = run_cli(["partial", str(DEMO), "cut.weights", "x.weights", "8"], tmp_path)
+    assert short.returncode == 2 and short.stderr.count("\n") == 1
+    assert "ends before layer 6" in short.stderr and not (tmp_path / "x.weights").exists()
     same = run_cli(["partial", str(DEMO), "full.weights", "full.weights", "3"], tmp_path)
     assert same.returncode == 2 and (tmp_path / "full.weights").read_bytes() == source
 

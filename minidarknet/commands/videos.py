@@ -13,7 +13,8 @@ def run_videos(cfg, weights, videos, out, batch, resize, thresh, hier, nms, name
     from minidarknet.video import _av, run_video
     import tempfile
 
-    if not out or os.path.splitext(out)[1] and not os.path.isdir(out):
+    if not out or (os.path.exists(out) or os.path.splitext(out)[1]) and \
+            not os.path.isdir(out):
         raise click.BadParameter("video files need --out DIR (the folder for the drawn "
                                  "videos and results.jsonl)", param_hint="--out")
     _av()                                    # the missing extra is reported before anything
