@@ -17,8 +17,8 @@ ort = pytest.importorskip("onnxruntime", reason="checking the export needs onnxr
 
 import minidarknet  # noqa: E402
 from conftest import CFG_CORPUS, ROOT, SHARED, need_shared  # noqa: E402
-from export_check import (build_small, compare_with_onnxruntime, sane_statistics,  # noqa: E402
-                          unique_cfgs)
+from export_check import (build_small, compare_with_onnxruntime, random_weights,  # noqa: E402
+                          sane_statistics, unique_cfgs)
 from minidarknet.activations import ACTIVATIONS  # noqa: E402
 from minidarknet.errors import DarknetWarning  # noqa: E402
 from minidarknet.export import (CONVERTERS, REFUSED, ExportError, build_model,  # noqa: E402
@@ -34,6 +34,7 @@ def build(text, fork=None, batch=1):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DarknetWarning)
         net = minidarknet.loads(text, seed=0, fork=fork, batch=batch)
+    random_weights(net, 0)
     sane_statistics(net, 0)
     return net
 
@@ -270,3 +271,61 @@ def test_core_import_does_not_load_onnx():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT)
     assert done.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- real weights
+
+def test_real_yolov3_tiny_decoded_and_nms_gives_darknets_detections_of_the_dog(tmp_path):
+    from minidarknet.image import letterbox_image, load_image
+    real = need_shared(SHARED / "real")
+    expected = json.loads((real / "dog.dets.json").read_text())
+    net = minidarknet.load(CFG_CORPUS / "pjreddie" / "yolov3-tiny.cfg",
+                           real / "yolov3-tiny.weights", batch=1)
+    out = tmp_path / "yolov3-tiny.onnx"
+    done = subprocess.run([sys.executable, "-m", "minidarknet", "export",
+                           str(CFG_CORPUS / "pjreddie" / "yolov3-tiny.cfg"), str(out),
+                           "--weights", str(real / "yolov3-tiny.weights"), "--decode",
+                           "--image-size-input", "--nms", ".45", "--thresh", ".5"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    picture = load_image(real / "dog.pixels.png")
+    x = letterbox_image(picture, net.w, net.h)[None]
+    size = np.array([[picture.shape[2], picture.shape[1]]], np.int64)
+    assert size.tolist() == [expected["size"]]
+    session = ort.InferenceSession(str(out))
+    boxes, scores, selected = session.run(["boxes", "scores", "selected_indices"],
+                                          {"input": x, "image_size": size})
+    got = sorted((int(c), round(float(scores[0, k, c]), 3), *np.round(boxes[0, k], 3))
+                 for _, c, k in selected)
+    want = sorted((cls["id"], round(cls["prob"], 3),
+                   *np.round([d["x"], d["y"], d["w"], d["h"]], 3))
+                  for d in expected["detections"] for cls in d["classes"])
+    assert len(got) == len(want) == 5
+    for g, w in zip(got, want):
+        assert g[0] == w[0]
+        np.testing.assert_allclose(g[1:], w[1:], atol=2e-3)
+
+
+# ---------------------------------------------------------------------------- the corpus
+
+# The corpus holds 5 billion parameters (cspx-p7 alone 276 million): the suite checks the cfgs
+# up to this size (every layer type and option of the corpus occurs among them);
+# benchmarks/check_export_corpus.py checks every cfg (README: Export).
+CORPUS_PARAMETER_LIMIT = 12_000_000
+
+
+def corpus_cases():
+    return unique_cfgs(CFG_CORPUS) if CFG_CORPUS.exists() else []
+
+
+@pytest.mark.parametrize("path", corpus_cases(), ids=lambda p: p.relative_to(CFG_CORPUS).as_posix())
+def test_corpus_cfg_exports_and_agrees(path):
+    need_shared(CFG_CORPUS)
+    net, why = build_small(path, max_parameters=CORPUS_PARAMETER_LIMIT)
+    if net is None:
+        pytest.skip(f"{why} (benchmarks/check_export_corpus.py checks the large ones)")
+    if any(layer.type in REFUSED for layer in net.layers):
+        with pytest.raises(ExportError, match="cannot be exported"):
+            build_model(net)
+        return
+    assert_graph_matches(net)
