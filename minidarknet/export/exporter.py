@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 
 from ..atomic import write_atomic
-from . import layers as _layers  # noqa: F401  (registers the converters)
+from . import layers as _layers, recurrent as _recurrent  # noqa: F401  (the converters)
 from .decode import add_decoding
 from .graph import Graph
 from .registry import ExportError, converter_for
@@ -36,8 +36,8 @@ def build_model(net, *, batch=1, dynamic_batch=False, opset=DEFAULT_OPSET, outpu
     the output layer; "all": every layer).  decode / image_size_input / nms / thresh: see
     decode.py."""
     _check_opset(opset)
-    g = Graph(opset)
     batch_dim = "batch" if dynamic_batch else int(batch)
+    g = Graph(opset, batch_dim)
     if not dynamic_batch and int(batch) < 1:
         raise ExportError(f"batch must be at least 1, not {batch}")
     image = net.c * net.h * net.w == net.inputs
@@ -77,12 +77,14 @@ def build_model(net, *, batch=1, dynamic_batch=False, opset=DEFAULT_OPSET, outpu
         if tensors.get(index) is None:
             raise ExportError(f"layer {index} ({layer.type}) has no inference output to return")
         graph_outputs.append(g.value_info(tensors[index], (batch_dim,) + layer.buffer_shape))
+    graph_inputs += g.extra_inputs
     if decode:
         g.prefix = "decode"
         inputs, decoded = add_decoding(g, net, tensors, batch_dim, image_size_input, nms,
                                        thresh)
         graph_inputs += inputs
         graph_outputs = decoded + ([] if outputs is None else graph_outputs)
+    graph_outputs += g.extra_outputs
     doc = (f"minidarknet export of {net.path} ({net.fork} fork), input {in_shape} "
            f"float32 NCHW")
     model = g.model(graph_inputs, graph_outputs, "minidarknet", doc)

@@ -166,12 +166,18 @@ def _depth_maxpool(g, layer, x):
 
 @converts(local_avgpool.LocalAvgPool)
 def convert_local_avgpool(g, layer, x, sources):
+    """The mean of each window's in-image cells."""
     pads = _pool_pads(layer)
-    if max(pads) >= layer.size:
-        raise refuse(layer, f"padding={layer.padding} is not smaller than the window "
-                            f"size={layer.size}, which ONNX's AveragePool does not allow")
-    return g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
-                strides=[layer.stride_y, layer.stride_x], pads=pads, count_include_pad=0)
+    if max(pads) < layer.size:
+        return g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
+                    strides=[layer.stride_y, layer.stride_x], pads=pads, count_include_pad=0)
+    # ONNX pooling wants padding smaller than the window: pad with zeros explicitly, then
+    # window sum / the layer's own count of in-image cells
+    x = g.pad(x, [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])
+    mean = g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
+                strides=[layer.stride_y, layer.stride_x])
+    return g.mul(mean, (layer.size * layer.size / layer.counts).astype(F32)[None, None],
+                 "counts")
 
 
 @converts(avgpool.AvgPool)
