@@ -185,6 +185,20 @@ def test_batch_norm_follows_the_network_fork():
         assert_graph_matches(net)
 
 
+def test_tree_softmax_and_tree_region(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.tree").write_text("animal -1\nplant -1\ndog 0\ncat 0\nrose 1\n"
+                                         "tulip 1\ndaisy 1\npoodle 2\n")
+    net = build(net_text("[softmax]\ntree=small.tree\ntemperature=2\n", c=10, h=1, w=1))
+    assert_graph_matches(net)
+    net = build(net_text(conv(26, 1, bn=0, activation="linear")
+                         + "[region]\nanchors=1,1, 2,2\nclasses=8\ncoords=4\nnum=2\n"
+                         "tree=small.tree\nsoftmax=1\n", c=3, h=3, w=2))
+    assert_graph_matches(net)
+    with pytest.raises(ExportError, match="tree"):
+        build_model(net, decode=True)
+
+
 def test_l2norm_zero_column_gives_zero_not_nan():
     net = build(net_text("[l2norm]\n", c=3, h=2, w=2))
     session = ort.InferenceSession(model_of(net).SerializeToString())
