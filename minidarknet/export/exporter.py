@@ -1,7 +1,6 @@
 """Network -> ONNX model: runs every layer's converter in network order and names each
 layer's output tensor (and its last node) `layer_<index>_<type>`, so that an intermediate
 output of the graph can be matched to net.layers[index]."""
-import numpy as np
 import onnx
 
 from ..atomic import write_atomic
