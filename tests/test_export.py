@@ -127,7 +127,10 @@ def assert_graph_matches(net, model=None, seed=0):
     outputs = [o.name for o in model.graph.output]
     for name in outputs:
         index = int(name.split("_")[1])
-        assert name == f"layer_{index}_{net.layers[index].type}"
+        layer_name = f"layer_{index}_{net.layers[index].type}"
+        # a recurrent layer's carried state comes out as layer_<i>_<type>_<state>_out
+        assert name == layer_name or (name.startswith(layer_name + "_") and
+                                      name.endswith("_out")), name
     diffs = compare_with_onnxruntime(net, model, seed)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= TOLERANCE, (worst, net.layers[worst], diffs[worst])
@@ -390,8 +393,4 @@ def test_corpus_cfg_exports_and_agrees(path):
     net, why = build_small(path, max_parameters=CORPUS_PARAMETER_LIMIT)
     if net is None:
         pytest.skip(f"{why} (benchmarks/check_export_corpus.py checks the large ones)")
-    if any(layer.type in REFUSED for layer in net.layers):
-        with pytest.raises(ExportError, match="cannot be exported"):
-            build_model(net)
-        return
     assert_graph_matches(net)
