@@ -27,14 +27,17 @@ def default_outputs(net):
     return indices
 
 
-def build_model(net, *, batch=1, dynamic_batch=False, opset=DEFAULT_OPSET, outputs=None,
+def build_model(net, *, batch=None, dynamic_batch=False, opset=DEFAULT_OPSET, outputs=None,
                 decode=False, image_size_input=False, nms=None, thresh=0.5):
     """The ONNX ModelProto for `net` with its current weights.
 
+    batch: the graph's fixed batch (default: the network's), or dynamic_batch=True for a
+    symbolic one.
     outputs: layer indices whose outputs the graph returns (default: the detection heads and
     the output layer; "all": every layer).  decode / image_size_input / nms / thresh: see
     decode.py."""
     _check_opset(opset)
+    batch = net.batch if batch is None else batch
     batch_dim = "batch" if dynamic_batch else int(batch)
     g = Graph(opset, batch_dim)
     if not dynamic_batch and int(batch) < 1:
