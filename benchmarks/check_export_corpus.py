@@ -28,7 +28,7 @@ def main(pattern=""):
         start = time.perf_counter()
         net, error = build_small(path)
         if net is None:
-            print(f"{name}: does not build: {error}", flush=True)
+            print(f"{name}: {error}", flush=True)
             continue
         try:
             model = build_model(net, outputs="all")

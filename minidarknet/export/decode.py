@@ -44,6 +44,9 @@ def add_decoding(g, net, tensors, batch_dim, image_size_input, nms, thresh):
         image_size = IMAGE_SIZE
     all_boxes, all_scores, count = [], [], 0
     for layer in heads:
+        if getattr(layer, "tree", None) is not None:
+            raise ExportError(f"layer {layer.index} [region] tree=: --decode does not do "
+                              f"Darknet's hierarchical (tree) decoding; export without it")
         g.prefix = f"decode/layer_{layer.index}_{layer.type}"
         boxes, scores, k = DECODERS[layer.type](g, layer, tensors[layer.index], net)
         if image_size is not None and layer.letterbox_corrected:

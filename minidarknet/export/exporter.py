@@ -1,11 +1,10 @@
 """Network -> ONNX model: runs every layer's converter in network order and names each
 layer's output tensor (and its last node) `layer_<index>_<type>`, so that an intermediate
 output of the graph can be matched to net.layers[index]."""
-import numpy as np
 import onnx
 
 from ..atomic import write_atomic
-from . import layers as _layers  # noqa: F401  (registers the converters)
+from . import layers as _layers, recurrent as _recurrent  # noqa: F401  (the converters)
 from .decode import add_decoding
 from .graph import Graph
 from .registry import ExportError, converter_for
@@ -28,16 +27,19 @@ def default_outputs(net):
     return indices
 
 
-def build_model(net, *, batch=1, dynamic_batch=False, opset=DEFAULT_OPSET, outputs=None,
+def build_model(net, *, batch=None, dynamic_batch=False, opset=DEFAULT_OPSET, outputs=None,
                 decode=False, image_size_input=False, nms=None, thresh=0.5):
     """The ONNX ModelProto for `net` with its current weights.
 
+    batch: the graph's fixed batch (default: the network's), or dynamic_batch=True for a
+    symbolic one.
     outputs: layer indices whose outputs the graph returns (default: the detection heads and
     the output layer; "all": every layer).  decode / image_size_input / nms / thresh: see
     decode.py."""
     _check_opset(opset)
-    g = Graph(opset)
+    batch = net.batch if batch is None else batch
     batch_dim = "batch" if dynamic_batch else int(batch)
+    g = Graph(opset, batch_dim)
     if not dynamic_batch and int(batch) < 1:
         raise ExportError(f"batch must be at least 1, not {batch}")
     image = net.c * net.h * net.w == net.inputs
@@ -77,12 +79,14 @@ def build_model(net, *, batch=1, dynamic_batch=False, opset=DEFAULT_OPSET, outpu
         if tensors.get(index) is None:
             raise ExportError(f"layer {index} ({layer.type}) has no inference output to return")
         graph_outputs.append(g.value_info(tensors[index], (batch_dim,) + layer.buffer_shape))
+    graph_inputs += g.extra_inputs
     if decode:
         g.prefix = "decode"
         inputs, decoded = add_decoding(g, net, tensors, batch_dim, image_size_input, nms,
                                        thresh)
         graph_inputs += inputs
         graph_outputs = decoded + ([] if outputs is None else graph_outputs)
+    graph_outputs += g.extra_outputs
     doc = (f"minidarknet export of {net.path} ({net.fork} fork), input {in_shape} "
            f"float32 NCHW")
     model = g.model(graph_inputs, graph_outputs, "minidarknet", doc)

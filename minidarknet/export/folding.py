@@ -19,7 +19,7 @@ def batchnorm_affine(layer, force_probe=False):
     forward applies).  The other layers (connected, deconvolutional, batchnorm, and xnor
     convolutions) run bn_forward at inference; it is affine per channel, so evaluating it in
     float64 at 0 and 1 gives its shift and scale exactly as that code defines them."""
-    if not getattr(layer, "batch_normalize", 1) and layer.type != "batchnorm":
+    if not getattr(layer, "batch_normalize", 1) and getattr(layer, "type", "") != "batchnorm":
         return None, np.asarray(layer.biases, F32)
     if hasattr(layer, "_affine") and not force_probe:
         scale, shift = layer._affine(F32)
@@ -31,11 +31,15 @@ def _probe_bn_forward(layer):
     channels = layer.rolling_mean.shape[0]
     probe = np.zeros((1, channels, 2), np.float64)
     probe[:, :, 1] = 1.0
-    kept = layer.x
+    had, kept = hasattr(layer, "x"), getattr(layer, "x", None)
     try:
         bn_forward(layer, probe, False)
     finally:
-        layer.x = kept          # bn_forward keeps a copy of its input there
+        # bn_forward keeps a copy of its input there
+        if had:
+            layer.x = kept
+        else:
+            del layer.x
     shift = probe[0, :, 0]
     scale = probe[0, :, 1] - shift
     return scale.astype(F32), shift.astype(F32)

@@ -17,8 +17,11 @@ AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMax": 18, "ReduceMean": 18, "ReduceMin"
 
 
 class Graph:
-    def __init__(self, opset):
+    def __init__(self, opset, batch_dim=1):
         self.opset = opset
+        self.batch_dim = batch_dim      # an int, or the name of a symbolic batch dimension
+        self.extra_inputs = []          # recurrent layers' carried state (recurrent.py)
+        self.extra_outputs = []
         self.nodes = []
         self.initializers = []
         self.prefix = "graph"
@@ -49,7 +52,7 @@ class Graph:
             self._constants[key] = name
         else:
             name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def ints(self, values, hint="shape"):
@@ -97,6 +100,16 @@ class Graph:
         batch = self.op("Shape", [source], "shape", start=0, end=1) if self.opset >= 15 else \
             self.slice(self.op("Shape", [source], "shape"), 0, 0, 1)
         return self.op("Concat", [batch, self.ints(list(tail))], hint, axis=0)
+
+    def state_batch(self, steps):
+        """The first dimension of a recurrent state: batch / time steps."""
+        if isinstance(self.batch_dim, str):
+            return f"{self.batch_dim}_per_{steps}_steps" if steps > 1 else self.batch_dim
+        if self.batch_dim % steps:
+            from .registry import ExportError
+            raise ExportError(f"batch {self.batch_dim} is not a multiple of the "
+                              f"{steps} time steps of the recurrent layers")
+        return self.batch_dim // steps
 
     # ------------------------------------------------------------------ arithmetic
     def mul(self, x, value, hint="mul"):

@@ -166,12 +166,18 @@ def _depth_maxpool(g, layer, x):
 
 @converts(local_avgpool.LocalAvgPool)
 def convert_local_avgpool(g, layer, x, sources):
+    """The mean of each window's in-image cells."""
     pads = _pool_pads(layer)
-    if max(pads) >= layer.size:
-        raise refuse(layer, f"padding={layer.padding} is not smaller than the window "
-                            f"size={layer.size}, which ONNX's AveragePool does not allow")
-    return g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
-                strides=[layer.stride_y, layer.stride_x], pads=pads, count_include_pad=0)
+    if max(pads) < layer.size:
+        return g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
+                    strides=[layer.stride_y, layer.stride_x], pads=pads, count_include_pad=0)
+    # ONNX pooling wants padding smaller than the window: pad with zeros explicitly, then
+    # window sum / the layer's own count of in-image cells
+    x = g.pad(x, [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]])
+    mean = g.op("AveragePool", [x], "avgpool", kernel_shape=[layer.size] * 2,
+                strides=[layer.stride_y, layer.stride_x])
+    return g.mul(mean, (layer.size * layer.size / layer.counts).astype(F32)[None, None],
+                 "counts")
 
 
 @converts(avgpool.AvgPool)
@@ -397,13 +403,36 @@ def convert_logistic(g, layer, x, sources):
 @converts(softmax.Softmax)
 def convert_softmax(g, layer, x, sources):
     if layer.tree is not None:
-        raise refuse(layer, "tree= (a hierarchical softmax over a class tree) has no standard "
-                            "ONNX form in this exporter")
+        flat = g.op("Flatten", [x], "flatten", axis=1)
+        y = _tree_softmax(g, layer, flat, 1, layer.inputs, layer.temperature, rest="zeros")
+        return g.reshape(y, layer.buffer_shape)
     y = g.reshape(x, (layer.groups, layer.inputs // layer.groups))
     if layer.temperature != 1:
         y = g.op("Div", [y, g.const(float(layer.temperature))], "temperature")
     y = g.op("Softmax", [y], "softmax", axis=2)
     return g.reshape(y, layer.buffer_shape)
+
+
+def _tree_softmax(g, layer, x, axis, length, temperature, rest):
+    """Darknet's group-wise softmax over the tree's groups along `axis` (of `length`
+    entries); entries past the tree's nodes are 0 (rest="zeros", [softmax], whose buffer
+    they are never written to) or kept (rest="keep", [region])."""
+    tree = layer.tree
+    groups = sorted((int(o), int(n)) for o, n in zip(tree.group_offset, tree.group_size) if n)
+    start = 0
+    parts = []
+    for offset, size in groups:
+        if offset != start:
+            raise refuse(layer, "the tree's groups do not tile its nodes one after another")
+        part = g.slice(x, axis, offset, offset + size, hint="group")
+        if temperature != 1:
+            part = g.op("Div", [part, g.const(float(temperature))], "temperature")
+        parts.append(g.op("Softmax", [part], "group_softmax", axis=axis))
+        start = offset + size
+    if start < length:
+        tail = g.slice(x, axis, start, length, hint="past_tree")
+        parts.append(tail if rest == "keep" else g.mul(tail, 0.0, "zeros"))
+    return g.concat(parts, axis=axis, hint="tree_softmax")
 
 
 @converts(cost.Cost)
@@ -460,9 +489,6 @@ def convert_gaussian_yolo(g, layer, x, sources):
 def convert_region(g, layer, x, sources):
     """Logistic on x, y and (unless background) the objectness; softmax over the class group
     (which takes the objectness in with background=1) or logistic on the classes."""
-    if layer.tree is not None:
-        raise refuse(layer, "tree= (YOLO9000's hierarchical softmax) has no standard ONNX "
-                            "form in this exporter")
     entries, hw, obj = layer.entries, layer.out_h * layer.out_w, layer.coords
     planes = g.reshape(x, (layer.n, entries, hw))
     parts = [g.op("Sigmoid", [g.slice(planes, 2, 0, 2)], "xy")]
@@ -470,7 +496,13 @@ def convert_region(g, layer, x, sources):
         parts.append(g.slice(planes, 2, 2, obj))
     if not layer.background:
         parts.append(g.op("Sigmoid", [g.slice(planes, 2, obj, obj + 1)], "objectness"))
-    if layer.softmax:
+    if layer.tree is not None:
+        if layer.background:
+            parts.append(g.slice(planes, 2, obj, obj + 1))
+        first = obj + 1
+        classes = g.slice(planes, 2, first, entries, hint="classes")
+        parts.append(_tree_softmax(g, layer, classes, 2, entries - first, 1.0, rest="keep"))
+    elif layer.softmax:
         group = layer._class_group
         parts.append(g.op("Softmax", [g.slice(planes, 2, group.start, group.stop)], "classes",
                           axis=2))

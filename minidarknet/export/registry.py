@@ -14,10 +14,8 @@ from ..errors import MiniDarknetError
 CONVERTERS = {}
 
 # Layer types ONNX cannot express as minidarknet runs them: type -> reason (README lists them).
-_RECURRENT = ("recurrent layers are not exported yet: minidarknet's inference carries the "
-              "hidden state from one forward call to the next, which the graph would need as "
-              "extra state inputs and outputs, unrolled over time_steps")
-REFUSED = {"rnn": _RECURRENT, "crnn": _RECURRENT, "gru": _RECURRENT, "lstm": _RECURRENT}
+# Every layer type has a converter today; some refuse particular keys (tree softmax, ...).
+REFUSED = {}
 
 
 class ExportError(MiniDarknetError):

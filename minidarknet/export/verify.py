@@ -52,11 +52,40 @@ def verify(net, model, batch=1, seed=0, image_size=None):
     if any(i.name == "image_size" for i in session.get_inputs()):
         size = image_size or (net.w * 2, net.h)
         feeds["image_size"] = np.tile(np.asarray(size, np.int64), (batch, 1))
+    feeds.update(state_feeds(net, session))
     got = dict(zip(names, session.run(names, feeds)))
     net.forward(x)
     want = expected_outputs(net, names, feeds)
+    for name in names:
+        if name in want and not np.all(np.isfinite(want[name])):
+            raise ExportError(f"minidarknet's {name} is not finite for a random input, so "
+                              f"there is nothing to compare (without --weights: Darknet's "
+                              f"initial batch-norm variance of 0 is divided by 1e-6)")
     return [(name, relative_difference(got[name], want[name])) for name in names
             if name in want]
+
+
+def _state_of(net, name):
+    """The recurrent state a graph input / output `layer_<i>_<type>_<attribute>[_out]`
+    stands for (recurrent.py), or None."""
+    parts = name.split("_")
+    if len(parts) < 4 or parts[0] != "layer" or not parts[1].isdigit():
+        return None
+    layer = net.layers[int(parts[1])]
+    attribute = name[len(f"layer_{layer.index}_{layer.type}_"):]
+    attribute = attribute[:-4] if attribute.endswith("_out") else attribute
+    return getattr(layer, attribute, None) if attribute else None
+
+
+def state_feeds(net, session):
+    """The recurrent layers' current state (what minidarknet's next forward starts from)
+    for the graph's state inputs."""
+    feeds = {}
+    for item in session.get_inputs():
+        state = _state_of(net, item.name)
+        if state is not None:
+            feeds[item.name] = np.array(state, np.float32)
+    return feeds
 
 
 def expected_outputs(net, names, feeds):
@@ -64,7 +93,9 @@ def expected_outputs(net, names, feeds):
     from .reference import decoded_reference
     want = {}
     for name in names:
-        if name.startswith("layer_"):
+        if name.endswith("_out"):
+            want[name] = _state_of(net, name)
+        elif name.startswith("layer_"):
             index = int(name.split("_")[1])
             want[name] = net.layers[index].output
     if "boxes" in names:
