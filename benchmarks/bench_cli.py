@@ -11,7 +11,8 @@ imread, blobFromImage (416x416, 1/255, RGB), forward to the output layers, keep 
 whose best class score is above .5 (no drawing, no NMS).  minidarknet runs its command as a
 user types it: `minidarknet run CFG IMAGE --weights W`, which also draws predictions.png.
 Both run as subprocesses, alternating (hyperfine-style), after --warmup runs of each (file
-caches warm); the wall time of every process is measured from outside, and its CPU time
+caches warm, minidarknet's bytecode compiled as an installed package has it); the wall
+time of every process is measured from outside, and its CPU time
 (user + system) from the kernel's accounting.  Prints the medians and the median of the
 per-round ratios (minidarknet / OpenCV; < 1: minidarknet faster).  Needs OpenCV < 5
 (pip install 'minidarknet[opencv]'); OMP_NUM_THREADS (--threads) is set for both.
@@ -73,6 +74,11 @@ def main():
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    # An installed package has its bytecode compiled (pip does it); an editable checkout gets
+    # it on first import -- unless PYTHONDONTWRITEBYTECODE is set, as in some shells, when
+    # every run would compile all of minidarknet's sources again.  Compile it once here.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "minidarknet")],
+                   check=True)
     exe = Path(sys.executable).with_name("minidarknet")
     minidarknet = ([str(exe)] if exe.exists() else [sys.executable, "-m", "minidarknet"]) + \
         ["run", args.cfg, args.image, "--weights", args.weights]
@@ -102,8 +108,9 @@ def main():
         print(f"{name:12s} wall median {1000 * statistics.median(walls[name]):7.0f} ms "
               f"(min {1000 * min(walls[name]):5.0f})  cpu median "
               f"{1000 * statistics.median(cpus[name]):7.0f} ms")
+    cpu_ratio = statistics.median(cpus["minidarknet"]) / statistics.median(cpus["opencv"])
     print(f"ratio minidarknet / opencv: wall {statistics.median(ratios):.2f}x (per-round "
-          f"median), cpu {statistics.median(cpus['minidarknet']) / statistics.median(cpus['opencv']):.2f}x")
+          f"median), cpu {cpu_ratio:.2f}x")
     print("minidarknet's own report (last run):")
     for line in (last.stdout + last.stderr).splitlines():
         if "predicted in" in line or "one-off" in line:

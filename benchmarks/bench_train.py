@@ -219,12 +219,14 @@ def child(impl, cfg, batch, size, threads, steps):
             opt.step()
     for _ in range(2):
         step()
-    times = []
+    times, cpu = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
-    print(json.dumps({"median": statistics.median(times), "min": min(times)}))
+        cpu.append(time.process_time() - start_cpu)
+    print(json.dumps({"median": statistics.median(times), "min": min(times),
+                      "cpu": statistics.median(cpu)}))
 
 
 def measure(impl, case, threads, steps):
@@ -262,17 +264,25 @@ def main():
     for name, case in map(parse_case, args.cases):
         for threads in args.threads:
             runs = {"minidarknet": [], "torch": []}
+            cpus = {"minidarknet": [], "torch": []}
             ratios = []
             for r in range(args.rounds):
                 order = ("minidarknet", "torch") if r % 2 == 0 else ("torch", "minidarknet")
                 for impl in order:
-                    runs[impl].append(measure(impl, case, threads, args.steps)["median"])
+                    result = measure(impl, case, threads, args.steps)
+                    runs[impl].append(result["median"])
+                    cpus[impl].append(result["cpu"])
                 ratios.append(runs["minidarknet"][-1] / runs["torch"][-1])
             md, tt = statistics.median(runs["minidarknet"]), statistics.median(runs["torch"])
+            mc, tc = statistics.median(cpus["minidarknet"]), statistics.median(cpus["torch"])
+            # CPU time per step (all threads) is less sensitive to other processes than wall
+            # time, but counts threads that spin while waiting.
             print(f"{name:8s} batch {case[1]:3d} threads {threads}: minidarknet "
                   f"{md * 1e3:8.1f} ms  torch {tt * 1e3:8.1f} ms  ratio "
                   f"{statistics.median(ratios):.2f}x (rounds "
-                  f"{', '.join(f'{q:.2f}' for q in ratios)})", flush=True)
+                  f"{', '.join(f'{q:.2f}' for q in ratios)}); cpu per step "
+                  f"{mc * 1e3:.1f} / {tc * 1e3:.1f} ms = {mc / tc:.2f}x, load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

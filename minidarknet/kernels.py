@@ -21,12 +21,14 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
 _compiled = None        # None: not tried yet; False: unavailable; else the namespace
 _reason = ""
 _one_off = 0.0          # seconds spent importing numba and compiling / loading kernels
+_skipping = None        # why the kernels are off for a short command (skipped_for_short_run)
 
 # Importing numba and loading the kernels from numba's disk cache costs about 0.5-0.8 s in a
 # fresh process (measured on the project machine) and saves about 10-30 ms per yolov3-tiny
@@ -63,28 +65,33 @@ def _try_compile():
 
 def enabled():
     """True when the compiled kernels are in use."""
-    return bool(_load())
+    return not _skipping and bool(_load())
 
 
 def status():
     """One line: which kernels run (for `minidarknet info`)."""
+    if _skipping:
+        return _skipping
     _load()
     return _reason
 
 
-def skip_for_short_run(images):
-    """Before the first forward of a command that runs `images` pictures in a fresh process:
-    switch the kernels off when loading them costs more than they save
-    (KERNELS_PAY_AFTER_IMAGES), unless MINIDARKNET_KERNELS asks for something or numba is
-    loaded already.  status() then says so."""
-    global _compiled, _reason
-    with _lock:
-        if _compiled is not None or os.environ.get("MINIDARKNET_KERNELS") or \
-                "numba" in sys.modules or images >= KERNELS_PAY_AFTER_IMAGES:
-            return
-        _compiled = False
-        _reason = (f"off for {images} picture{'s' if images > 1 else ''} (loading them takes "
-                   f"longer than they save; MINIDARKNET_KERNELS=numba uses them)")
+@contextmanager
+def skipped_for_short_run(images):
+    """For the body, a command that runs `images` pictures: the kernels are off when loading
+    them would cost more than they save (KERNELS_PAY_AFTER_IMAGES), unless they are loaded
+    already, numba is imported already or MINIDARKNET_KERNELS asks for something.  The
+    numbers are the same either way; status() says why they are off."""
+    global _skipping
+    previous = _skipping
+    if _compiled is None and not os.environ.get("MINIDARKNET_KERNELS") and \
+            "numba" not in sys.modules and images < KERNELS_PAY_AFTER_IMAGES:
+        _skipping = (f"off for {images} picture{'s' if images > 1 else ''} (loading them "
+                     f"takes longer than they save; MINIDARKNET_KERNELS=numba uses them)")
+    try:
+        yield
+    finally:
+        _skipping = previous
 
 
 def one_off_seconds():
@@ -269,6 +276,17 @@ def _compile(numba):
         height, width = dx.shape[2], dx.shape[3]
         out_h, out_w = dy.shape[2], dy.shape[3]
         inside = scratch.size == 0
+        if size == 2 and stride_y == 2 and stride_x == 2 and top == 0:
+            # The common 2x2/2 pool, no divisions: row 2i + o // 2, column 2j + o % 2.
+            for b in range(dy.shape[0]):
+                for c in range(c0, c1):
+                    for i in range(out_h):
+                        d, a = dy[b, c, i], arg[b, c, i]
+                        for j in range(out_w):
+                            o = a[j]
+                            if o >= 0:
+                                dx[b, c, 2 * i + (o >> 1), 2 * j + (o & 1)] += d[j]
+            return
         if stride_y >= size and stride_x >= size:
             # Windows do not overlap: every cell gets at most one delta, so adding straight
             # into dx in one pass gives the same numbers (the argmax is never a padding cell).

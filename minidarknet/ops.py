@@ -459,8 +459,9 @@ class ConvOp:
     def _backward_chunk(self, x, dy, w3, wsum, fresh, target, overwrite, chunk, extents,
                         worker):
         """One chunk of the backward pass: wsum += dy . columns^T (wsum = ... when `fresh`),
-        target += col2im(W^T dy) (or the 1x1 product into target).  The chunk's columns are laid out (C, k, k,
-        samples, rows, out_w), so that all its samples make one matrix (groups, kdim, L)."""
+        target += col2im(W^T dy) (or the 1x1 product into target).  The chunk's columns are
+        laid out (C, k, k, samples, rows, out_w), so that all its samples make one matrix
+        (groups, kdim, L) and the weight gradient is one product."""
         b0, b1, r0, r1 = chunk
         nb, rows = b1 - b0, r1 - r0
         cols = rows * self.out_w

@@ -7,14 +7,15 @@ its products and leave im2col, bias, batch norm, activations and pooling on one 
 on the project machine: yolov3-tiny gains 1.4x from a second core through BLAS threads).
 
 The two kinds of threads must not run at once: OpenBLAS's idle workers spin for a while after
-each call and take the cores our threads need.  So Network.forward runs its layers inside
+each call and take the cores our threads need.  So Network.forward (and backward, update)
+runs its layers inside
 `region()`, which limits BLAS to one thread (threadpoolctl; restored on exit, shared by nested
 and concurrent regions) and tells the layers how many threads they may use (`workers()`).
 Layers whose products are large and which do not split them themselves say so
 (Layer.blas_threads) and run with BLAS's own threads restored (`blas_restored()`).
 
-Outside a region -- a layer called on its own, a backward pass -- `workers()` is 1 and every
-layer runs serially as before.
+Outside a region -- a layer called on its own -- `workers()` is 1 and every layer runs
+serially.
 """
 import os
 import threading

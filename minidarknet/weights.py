@@ -37,7 +37,10 @@ class Reader:
                 f"{self.path}: layer {layer.index} ({layer.type}) {name}: needs {count} floats "
                 f"at byte offset {self.offset}, only {available} left ({count - available} "
                 f"missing); does the cfg match these weights?")
-        values = np.frombuffer(self.data, "<f4", count, self.offset).astype(np.float32)
+        # A read-only view of the file's bytes on little-endian machines (no copy: every
+        # caller copies the values into its own arrays), converted elsewhere.
+        values = np.frombuffer(self.data, "<f4", count, self.offset).astype(np.float32,
+                                                                            copy=False)
         self.offset += 4 * count
         return values
 

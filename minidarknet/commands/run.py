@@ -95,7 +95,7 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
             return
     batch = batch or min(len(paths), 32)
     # A few pictures run faster without the compiled kernels than with loading them.
-    kernels.skip_for_short_run(len(paths))
+    click.get_current_context().with_resource(kernels.skipped_for_short_run(len(paths)))
     net = minidarknet.load(cfg, weights, batch=batch, fork=fork)
     ready = time.perf_counter()
     chosen = _pick_layer(net, layer)
