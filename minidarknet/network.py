@@ -68,6 +68,7 @@ class Network:
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
+        self.lock = threading.RLock()
         # Whose numbers (fork.py lists every difference); fork=None: the rule in fork.py, with
         # the header version of the weights about to be loaded when the caller knows it.
         self.fork, self.fork_reason = choose_fork(fork, sections, weights_version)
