@@ -35,6 +35,7 @@ class ForkQuirkWarning(DarknetWarning):
 @dataclass(frozen=True)
 class Fork:
     name: str
+    display: str                        # as people write it: "pjreddie", "AlexeyAB"
     # ---- batch norm (conv, [batchnorm], connected, deconv, recurrent blocks)
     # Forward and inference: x_hat = (x - mean) / (sqrt(var + eps_in) + eps_out)
     bn_eps_inside_sqrt: float
@@ -64,8 +65,10 @@ class Fork:
     tanh_formula: str                   # "exp2x": (e^2x-1)/(e^2x+1) | "logistic": 2/(1+e^-2x)-1
     # ---- [lstm]/[gru]: the order of the sub-layers in the weights file (layers/lstm.py, gru.py)
     recurrent_weights_order: str
-    # ---- update: adam=1 runs Adam on the CPU (neither fork: AlexeyAB's Adam is GPU-only)
-    adam_on_cpu: bool
+    # [gru] tanh=1 (tanh candidate state) is read by pjreddie only; AlexeyAB always uses logistic
+    gru_tanh_key: bool
+    # (the update rule is the same: both CPU builds run SGD with momentum and decay; AlexeyAB's
+    # adam=1 only allocates Adam's buffers, its Adam update is GPU-only -- netoptions.py)
     # ---- [yolo] truth per box and default number of boxes (AlexeyAB: x y w h class track_id)
     yolo_truth_floats: int
     yolo_max_boxes: int
@@ -109,7 +112,7 @@ class Fork:
 
 
 PJREDDIE = Fork(
-    name="pjreddie",
+    name="pjreddie", display="pjreddie",
     bn_eps_inside_sqrt=0.0, bn_eps_outside_sqrt=1e-6,
     bn_rolling_momentum=.99, bn_connected_rolling_momentum=.99,
     bn_backward_eps_inside_sqrt=1e-5, bn_backward_eps_outside_sqrt=0.0,
@@ -117,8 +120,7 @@ PJREDDIE = Fork(
     conv_backward_overwrites="size1",
     gelu_gradient_at_output=False, tanh_formula="exp2x",
     cpu_activate_missing=frozenset(),
-    recurrent_weights_order="pjreddie",
-    adam_on_cpu=False,
+    recurrent_weights_order="pjreddie", gru_tanh_key=True,
     yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
     detector_loader="pjreddie",
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
@@ -126,7 +128,7 @@ PJREDDIE = Fork(
 )
 
 ALEXEYAB = Fork(
-    name="alexeyab",
+    name="alexeyab", display="AlexeyAB",
     bn_eps_inside_sqrt=1e-5, bn_eps_outside_sqrt=0.0,
     bn_rolling_momentum=.9, bn_connected_rolling_momentum=.95,
     bn_backward_eps_inside_sqrt=0.0, bn_backward_eps_outside_sqrt=1e-5,
@@ -136,8 +138,7 @@ ALEXEYAB = Fork(
     cpu_activate_missing=frozenset(("relu6", "swish", "mish", "hard_mish", "normalize_channels",
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
-    recurrent_weights_order="alexeyab",
-    adam_on_cpu=False,
+    recurrent_weights_order="alexeyab", gru_tanh_key=False,
     yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
     detector_loader="alexeyab",
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,

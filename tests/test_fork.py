@@ -130,7 +130,7 @@ def test_connected_batch_norm_momentum_and_inference(fork):
 
 
 def darknet_bn_backward_ref(x, delta, scales, fork):
-    """Darknet's CPU backward_batchnorm (after backward_scale), float64: returns the input delta."""
+    """Darknet's CPU backward_batchnorm (after backward_scale), float64: the input delta."""
     x, d = x.astype(F64), delta.astype(F64) * scales[None, :, None]
     n = x.shape[0] * x.shape[2]
     mean = x.mean(axis=(0, 2))
@@ -335,7 +335,8 @@ def test_weights_header_and_seen_as_each_fork_writes_them(tmp_path):
         path = tmp_path / f"{fork}.weights"
         net.save_weights(path)
         data = path.read_bytes()
-        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)), int(np.frombuffer(data, "<u8", 1, 12)[0]))
+        heads[fork] = (tuple(np.frombuffer(data, "<i4", 3)),
+                       int(np.frombuffer(data, "<u8", 1, 12)[0]))
     assert heads["pjreddie"] == ((0, 2, 0), 7)
     assert heads["alexeyab"] == ((0, 2, 5), 6)     # cur_iteration * batch * subdivisions
 
@@ -474,3 +475,23 @@ def test_recurrent_weights_order_defaults_to_the_forks(section):
     assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "alexeyab"
     text += "weights_order=pjreddie\n"
     assert minidarknet.loads(text, fork="alexeyab").layers[0].weights_order == "pjreddie"
+
+
+def test_experiment_train_setting_fork(tmp_path):
+    from minidarknet.experiment import ExperimentError, experiment_from_dict
+    (tmp_path / "net.cfg").write_text(PLAIN)
+    (tmp_path / "d.npz").write_bytes(b"")
+    spec = {"cfg": "net.cfg", "data": "d.npz", "train": {"fork": ["pjreddie", "alexeyab"]}}
+    experiment = experiment_from_dict(spec, base=tmp_path)
+    assert [a.values for a in experiment.axes if a.key == "fork"] == [["pjreddie", "alexeyab"]]
+    spec["train"]["fork"] = "darknet"
+    with pytest.raises(ExperimentError, match="fork: 'darknet' is not one of alexeyab, pjreddie"):
+        experiment_from_dict(spec, base=tmp_path)
+
+
+def test_gru_tanh_key_is_pjreddies_only():
+    text = "[net]\ninputs=3\nbatch=1\ntime_steps=1\n[gru]\noutput=2\ntanh=1\n"
+    assert minidarknet.loads(text, fork="pjreddie").layers[0].candidate_activation.name == "tanh"
+    with pytest.warns(minidarknet.DarknetWarning, match="tanh"):
+        net = minidarknet.loads(text, fork="alexeyab")
+    assert net.layers[0].candidate_activation.name == "logistic"

@@ -112,14 +112,14 @@ class Layer:
             self.fork_quirks.append((
                 "forward", f"activation:{act.name}",
                 f"{self.section.where('activation')}: {self.section.header} "
-                f"activation={act.name}: {fork.name}'s CPU activate() has no {act.name}, the "
+                f"activation={act.name}: {fork.display}'s CPU activate() has no {act.name}, the "
                 f"layer outputs 0 (and passes no gradient)"))
             return act.zeroed()
         if not self.exact and act.name == "gelu" and fork.gelu_gradient_at_output:
             self.fork_quirks.append((
                 "backward", "gelu_gradient",
                 f"{self.section.where('activation')}: {self.section.header} activation=gelu: "
-                f"{fork.name}'s CPU gelu gradient is evaluated at the output, not the input"))
+                f"{fork.display}'s CPU gelu gradient is evaluated at the output, not the input"))
         return act.for_fork(fork)
 
     # ------------------------------------------------------------------ shapes and buffers

@@ -70,8 +70,8 @@ class Convolutional(WeightedLayer):
     type = "convolutional"
     needs_image = True
     # AlexeyAB's forward_convolutional_layer computes these itself (not by activate())
-    special_activations = ("swish", "mish", "hard_mish", "normalize_channels", "normalize_channels_softmax",
-                           "normalize_channels_softmax_maxval")
+    special_activations = ("swish", "mish", "hard_mish", "normalize_channels",
+                           "normalize_channels_softmax", "normalize_channels_softmax_maxval")
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)

@@ -23,6 +23,7 @@ accumulate.  AlexeyAB's CPU convolution overwrites for every kernel size; as for
 """
 from .. import ops
 from .base import Layer
+from .convolutional import Convolutional
 from .recurrent import ConvBlock, ThreeBlockRecurrent, sequence_steps
 from .registry import register
 
@@ -35,8 +36,7 @@ class CRNN(ThreeBlockRecurrent):
     type = "crnn"
     needs_image = True
     # its blocks are convolutional layers in AlexeyAB's Darknet
-    special_activations = ("swish", "mish", "hard_mish", "normalize_channels", "normalize_channels_softmax",
-                           "normalize_channels_softmax_maxval")
+    special_activations = Convolutional.special_activations
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)

@@ -44,7 +44,9 @@ class GRU(RecurrentLayer):
         s = section
         n = self.read_output_size(s, shape)
         self.batch_normalize = s.int("batch_normalize", 0)
-        self.tanh = s.int("tanh", 0)
+        # AlexeyAB's parser does not read `tanh` (its candidate is always logistic): the key
+        # is then reported as unused, as AlexeyAB's Darknet does.
+        self.tanh = s.int("tanh", 0) if self.fork.gru_tanh_key else 0
         self.candidate_activation = TANH if self.tanh else LOGISTIC
         self.weights_order = weights_order(s, self.fork)
         self.set_output_shape(n, 1, 1)
