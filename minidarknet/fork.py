@@ -77,6 +77,10 @@ class Fork:
     # detector training data: pjreddie's load_data_detection (augment.py) or AlexeyAB's
     # (data_ab.py: mosaic, letter_box, resize=, blur, noise, random input sizes)
     detector_loader: str
+    # ---- deltas zeroed by forward_network: None = every layer's (pjreddie); AlexeyAB zeroes
+    # only layers with l.train set (these types), so e.g. a [route]'s or [upsample]'s delta,
+    # filled by += from the layer after it, keeps the previous iterations' values
+    deltas_zeroed_for: frozenset
     # ---- weights files: the revision this fork writes (and recognises); the header written by
     # save_weights (None: the version the weights were loaded with); AlexeyAB's save_weights
     # stores seen = cur_iteration * batch * subdivisions instead of the running `seen`
@@ -122,7 +126,7 @@ PJREDDIE = Fork(
     cpu_activate_missing=frozenset(),
     recurrent_weights_order="pjreddie", gru_tanh_key=True,
     yolo_truth_floats=5, yolo_max_boxes=90, yolo_loss="pjreddie",
-    detector_loader="pjreddie",
+    detector_loader="pjreddie", deltas_zeroed_for=None,
     weights_revision=0, weights_header=None, weights_seen_from_iterations=False,
     nms_from_last_layer=False, greedy_diou_beta=0.6,
 )
@@ -139,8 +143,9 @@ ALEXEYAB = Fork(
                                     "normalize_channels_softmax",
                                     "normalize_channels_softmax_maxval")),
     recurrent_weights_order="alexeyab", gru_tanh_key=False,
-    yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab",
-    detector_loader="alexeyab",
+    yolo_truth_floats=6, yolo_max_boxes=200, yolo_loss="alexeyab", detector_loader="alexeyab",
+    deltas_zeroed_for=frozenset(("convolutional", "batchnorm", "maxpool", "local_avgpool",
+                                 "shortcut", "crnn")),
     weights_revision=5, weights_header=(0, 2, 5), weights_seen_from_iterations=True,
     nms_from_last_layer=True, greedy_diou_beta=0.6,
 )

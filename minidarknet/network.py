@@ -151,8 +151,9 @@ class Network:
         if self.train or self._deltas or self.truth is not None or \
                 any(layer.truth for layer in self.layers):
             self._allocate_deltas()
+            zeroed = self.fork.deltas_zeroed_for if self.gradients == "darknet" else None
             for layer in self.layers:
-                if layer.delta is not None:
+                if layer.delta is not None and (zeroed is None or layer.type in zeroed):
                     layer.delta.fill(0)
         # Darknet's own training (train_step) leaves the input delta unset.
         self.wants_input_delta = input_delta

@@ -10,9 +10,7 @@ from conftest import GOLDEN_CHECK, SHARED, need_shared
 GOLDEN_AB = SHARED / "golden-ab"
 
 # Cases that need work outside the fork core.
-PENDING = {
-    "ab_yolo_ciou_train": "needs AlexeyAB's [yolo] training loss (CIoU, 6-float truths)",
-}
+PENDING = {}
 
 
 def _cases():

@@ -16,7 +16,8 @@ ANCHORS = "0.625,0.875, 1.4375,1.6875, 2.3125,3.625"
 ANCHOR_PAIRS = np.array([[10, 14], [23, 27], [37, 58]], F32) / 16
 
 
-def yolo_net(extra="", mask="0,1,2", classes=2, gradients="darknet", size=4, channels=None):
+def yolo_net(extra="", mask="0,1,2", classes=2, gradients="darknet", size=4, channels=None,
+             fork=None):
     n = len(mask.split(","))
     channels = channels or n * (classes + 5)
     cfg = f"""[net]
@@ -33,7 +34,7 @@ num=3
 ignore_thresh=.5
 truth_thresh=1
 """
-    return minidarknet.loads(cfg, gradients=gradients)
+    return minidarknet.loads(cfg, gradients=gradients, fork=fork)
 
 
 def sigmoid(x):
@@ -247,8 +248,9 @@ def test_forward_without_truth_computes_no_loss():
 # --------------------------------------------------------------------------- AB loss keys
 
 def test_ab_loss_keys_load_for_inference_but_refuse_training():
+    """With pjreddie's numbers asked for (AlexeyAB's fork trains them: test_yolo_ab_loss)."""
     net = yolo_net("iou_loss=ciou\niou_normalizer=0.07\ncls_normalizer=1.0\nnms_kind=diounms\n"
-                   "beta_nms=0.6\nmax_delta=5\nscale_x_y=1.05")
+                   "beta_nms=0.6\nmax_delta=5\nscale_x_y=1.05", fork="pjreddie")
     x = np.zeros((1, 21, 4, 4), F32)
     net.forward(x)
     with pytest.raises(CfgError, match=r"<cfg>:\d+: \[yolo\] iou_loss=ciou.*iou_normalizer"):
@@ -258,7 +260,7 @@ def test_ab_loss_keys_load_for_inference_but_refuse_training():
 def test_neutral_ab_values_train_with_pjreddie_loss():
     plain = yolo_net()
     ab = yolo_net("iou_loss=mse\niou_normalizer=1\nobj_normalizer=1.0\ncls_normalizer=1.0\n"
-                  "iou_thresh=1\nresize=1.5\ntrack_history_size=5")
+                  "iou_thresh=1\nresize=1.5\ntrack_history_size=5", fork="pjreddie")
     x = np.random.default_rng(4).normal(0, 1, (1, 21, 4, 4)).astype(F32)
     plain.forward(x, truth_rows((0, BOX)), train=True)
     ab.forward(x, truth_rows((0, BOX)), train=True)
@@ -269,8 +271,8 @@ def test_neutral_ab_values_train_with_pjreddie_loss():
 
 def test_exact_mode_delta_is_the_negative_gradient_of_the_objective():
     rng = np.random.default_rng(5)
-    net = yolo_net("scale_x_y=1.1\nignore_thresh=.7", gradients="exact")
-    darknet = yolo_net("scale_x_y=1.1\nignore_thresh=.7")
+    net = yolo_net("scale_x_y=1.1\nignore_thresh=.7", gradients="exact", fork="pjreddie")
+    darknet = yolo_net("scale_x_y=1.1\nignore_thresh=.7", fork="pjreddie")
     x = rng.normal(0, 1, (2, 21, 4, 4)).astype(F32)
     truth = truth_rows((0, BOX), (0, (.7, .2, .1, .3, 0)), (1, (.55, .45, .5, .5, 1)), batch=2)
     net.forward(x, truth, train=True)

@@ -22,7 +22,7 @@ import pytest
 import minidarknet
 from conftest import SHARED, need_shared
 from minidarknet.errors import CfgError
-from minidarknet.layers.yolo_loss_ab import box_iou_kinds, dx_box_iou, iou_kind_gradient
+from minidarknet.layers.yolo_loss_ab import dx_box_iou, iou_kind_gradient
 
 try:                                   # the shared finite-difference helper
     from conftest import Check, check_all
@@ -128,7 +128,7 @@ def overlapping_pairs(rng, count=20):
 
 
 def iou(p, t):
-    return box_iou_kinds(p, t)["iou"]
+    return iou_kind_gradient(p, t, "iou")[0]        # float64 (box_iou_kinds is float32)
 
 
 def enclosing_c2(p, t):
@@ -151,16 +151,16 @@ def test_dx_box_iou_is_iou_gradient_with_w_h_doubled():
     pred, truth = overlapping_pairs(np.random.default_rng(0))
     got = dx_box_iou(pred, truth, "iou")
     want = numeric_box_gradient(iou, pred, truth)
-    np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-6)
-    np.testing.assert_allclose(got[:, 2:], 2 * want[:, 2:], atol=1e-6)
+    np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 2:], 2 * want[:, 2:], rtol=1e-5, atol=1e-5)
 
 
 def test_dx_box_iou_giou_is_giou_gradient_with_w_h_doubled():
     pred, truth = overlapping_pairs(np.random.default_rng(1))
     got = dx_box_iou(pred, truth, "giou")
-    want = numeric_box_gradient(lambda p, t: box_iou_kinds(p, t)["giou"], pred, truth)
-    np.testing.assert_allclose(got[:, :2], want[:, :2], atol=1e-6)
-    np.testing.assert_allclose(got[:, 2:], 2 * want[:, 2:], atol=1e-6)
+    want = numeric_box_gradient(lambda p, t: iou_kind_gradient(p, t, "giou")[0], pred, truth)
+    np.testing.assert_allclose(got[:, :2], want[:, :2], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 2:], 2 * want[:, 2:], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["diou", "ciou"])
@@ -182,7 +182,7 @@ def test_dx_box_iou_diou_ciou_as_box_c_writes_them(kind):
         alpha = v / (1 - iou(pred, truth) + v + 1e-6)
         want[:, 2] += alpha * 8 / math.pi ** 2 * gap * pred[:, 3]
         want[:, 3] -= alpha * 8 / math.pi ** 2 * gap * pred[:, 2]
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["iou", "giou", "diou", "ciou"])
@@ -331,3 +331,34 @@ def test_detector_data_fills_six_float_truths(tmp_path):
     assert pj[:, :, 0].any()
     np.testing.assert_array_equal(ab[:, :90, :5], pj)
     assert not ab[:, :, 5].any() and not ab[:, 90:].any()
+
+
+def test_alexeyab_keeps_route_deltas_across_iterations():
+    """AlexeyAB's forward_network zeroes only the deltas of layers with l.train (convolution,
+    batchnorm, maxpool, shortcut, ...): a [route]'s delta, which the max-pool after it adds
+    into, keeps the previous iteration's values (ab_yolo_ciou_train's third iteration depends
+    on it); pjreddie and exact mode start every iteration from zero."""
+    cfg = ("[net]\nbatch=1\nwidth=4\nheight=4\nchannels=2\n\n"
+           "[convolutional]\nfilters=3\nsize=1\nstride=1\npad=0\nactivation=linear\n\n"
+           "[route]\nlayers=-1\n\n"
+           "[maxpool]\nsize=2\nstride=2\n\n"
+           "[cost]\ntype=sse\n")
+    x = np.random.default_rng(0).normal(0, 1, (1, 2, 4, 4))
+    truth = np.zeros((1, 12))
+    once = {}
+    for fork, gradients in (("alexeyab", "darknet"), ("pjreddie", "darknet"),
+                            ("alexeyab", "exact")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = minidarknet.loads(cfg, fork=fork, gradients=gradients, seed=1)
+        deltas = []
+        for _ in range(2):
+            net.forward(x, truth, train=True)
+            net.backward()
+            deltas.append(net.layers[1].delta.copy())
+        once[fork, gradients] = deltas
+        assert np.abs(deltas[0]).max() > 0
+    ab = once["alexeyab", "darknet"]
+    np.testing.assert_allclose(ab[1], 2 * ab[0], rtol=1e-6)
+    for key in (("pjreddie", "darknet"), ("alexeyab", "exact")):
+        np.testing.assert_allclose(once[key][1], once[key][0], rtol=1e-6)

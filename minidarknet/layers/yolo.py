@@ -36,13 +36,15 @@ only differs for deltas that later layers send back into `delta`: those get the 
 derivative, where Darknet passes them through unchanged.
 
 AlexeyAB keys: inference keys (scale_x_y, new_coords, nms_kind, beta_nms, and the tracker's
-keys) are honoured or accepted; AB's loss keys are accepted at load, and training with one that
-would change pjreddie's loss (iou_loss other than mse, normalizers other than 1, iou_thresh < 1,
-max_delta, label_smooth_eps, counters_per_class, focal_loss, objectness_smooth, embedding_layer,
-new_coords) raises a CfgError naming the key.  `map` (a class-remapping file) is refused.
-A cfg without AB loss keys always trains with pjreddie's loss, also when it comes from AB's
-repository (AB's own loss differs even then: its box deltas are scaled by a default
-iou_normalizer of 0.75 and accumulated, and its truth holds 6 values per box).
+keys) are honoured or accepted.  The training loss follows the network's fork
+(`fork.yolo_loss`): with AlexeyAB's, the truth is `max=` boxes (default 200) of 6 values
+(x, y, w, h, class, track_id) and the loss is AB's, every loss key included
+(yolo_loss_ab.py, which documents it).  With pjreddie's, AB's loss keys are accepted at load,
+and training with one that would change pjreddie's loss (iou_loss other than mse, normalizers
+other than 1, iou_thresh < 1, max_delta, label_smooth_eps, counters_per_class, focal_loss,
+objectness_smooth, embedding_layer, new_coords) raises a CfgError naming the key and the fork
+to use.  `map` (a class-remapping file) is refused.  The truth layout is the layer's
+`truth_floats` x `max_boxes` (pjreddie: 5 x max(90, max)); the data loader reads it here.
 """
 import math
 
@@ -59,7 +61,6 @@ F64 = np.float64
 
 NMS_KINDS = ("default", "greedynms", "diounms")
 IOU_LOSSES = ("mse", "giou", "diou", "ciou", "iou")
-PJ_TRUTH_BOXES = 90   # pjreddie sizes every sample's truth for 90 boxes, whatever `max` says
 
 # AlexeyAB loss keys: (key, value that leaves pjreddie's loss unchanged, reader).
 AB_LOSS_KEYS = (
@@ -239,7 +240,7 @@ class Yolo(Layer):
         if fork.yolo_loss == "alexeyab":
             self.loss_problems = []
             self.ab_loss = AlexeyABYoloLoss(self, s)
-            self._refuse_untrainable_ab_keys(s)
+            self._read_tracker_keys(s)
         else:
             self.loss_problems = self._read_ab_loss_keys(s)
         for key, kind in INERT_KEYS:
@@ -300,10 +301,10 @@ class Yolo(Layer):
             self.nms_kind = "default"
         self.beta_nms = s.float("beta_nms", 0.6)
 
-    def _refuse_untrainable_ab_keys(self, s):
-        """AB keys of its loss that minidarknet does not implement: [net] adversarial is
-        not read; embedding_layer only feeds AB's tracker ([contrastive]) and leaves this
-        loss unchanged, so it is read and has no effect here."""
+    @staticmethod
+    def _read_tracker_keys(s):
+        """embedding_layer only tells AB's tracker ([contrastive]) where the embeddings are;
+        it does not change this loss."""
         s.str("embedding_layer")
 
     def _read_ab_loss_keys(self, s):

@@ -96,10 +96,10 @@ def _tblr(box):
 
 def box_iou_kinds(a, b):
     """AB's box_iou, box_giou, box_diou (rho^2/c^2 to the power .6) and box_ciou of centre
-    boxes (..., 4), broadcast, in float64 (AB computes in float; the results are stored as
-    float32 by the callers).  Returns a dict kind -> array."""
-    a = np.asarray(a, F64)
-    b = np.asarray(b, F64)
+    boxes (..., 4), broadcast, in float32 as AB computes them (pow and atan in double), so
+    that threshold decisions agree with Darknet's.  Returns a dict kind -> array."""
+    a = np.asarray(a, F32)
+    b = np.asarray(b, F32)
     at, ab, al, ar = _tblr(a)
     bt, bb, bl, br = _tblr(b)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -114,18 +114,20 @@ def box_iou_kinds(a, b):
         giou = np.where(c_area == 0, iou, iou - (c_area - union) / c_area)
         c2 = cw * cw + ch * ch
         rho2 = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
-        diou = np.where(c2 == 0, iou, iou - np.power(rho2 / c2, 0.6))
-        v = 4 / math.pi ** 2 * (np.arctan(b[..., 2] / b[..., 3])
-                                - np.arctan(a[..., 2] / a[..., 3])) ** 2
-        alpha = v / (1 - iou + v + 0.000001)
+        diou = np.where(c2 == 0, iou, iou - np.power((rho2 / c2).astype(F64), 0.6))
+        v = (4 / math.pi ** 2 * (np.arctan((b[..., 2] / b[..., 3]).astype(F64))
+                                 - np.arctan((a[..., 2] / a[..., 3]).astype(F64))) ** 2)
+        v = v.astype(F32)
+        alpha = (v / ((1 - iou + v).astype(F64) + 0.000001)).astype(F32)
         ciou = np.where(c2 == 0, iou, iou - (rho2 / c2 + alpha * v))
     return {"iou": iou, "giou": giou, "diou": diou, "ciou": ciou, "mse": iou}
 
 
 def dx_box_iou(pred, truth, kind):
-    """box.c's dx_box_iou for (k, 4) boxes: (dx, dy, dw, dh) as AB computes them (float64)."""
-    pred = np.asarray(pred, F64)
-    truth = np.asarray(truth, F64)
+    """box.c's dx_box_iou for (k, 4) boxes: (dx, dy, dw, dh) as AB computes them (in float32,
+    so that its edge comparisons agree with Darknet's; atan in double)."""
+    pred = np.asarray(pred, F32)
+    truth = np.asarray(truth, F32)
     px, py, pw, ph = pred.T
     tx, ty, tw, th = truth.T
     top, bot, left, right = _tblr(pred)
@@ -170,20 +172,21 @@ def dx_box_iou(pred, truth, kind):
             cw = np.maximum(px + pw / 2, tx + tw / 2) - np.minimum(px - pw / 2, tx - tw / 2)
             ch = np.maximum(py + ph / 2, ty + th / 2) - np.minimum(py - ph / 2, ty - th / 2)
             c2 = cw * cw + ch * ch
-            dcw_dx = (pr > tr).astype(F64) - (pl < tl)
-            dcw_dw = 0.5 * (pr > tr) + 0.5 * (pl < tl)
-            dch_dy = (pb > tb).astype(F64) - (pt < tt)
-            dch_dh = 0.5 * (pb > tb) + 0.5 * (pt < tt)
+            half = F32(0.5)
+            dcw_dx = (pr > tr).astype(F32) - (pl < tl)
+            dcw_dw = half * (pr > tr) + half * (pl < tl)
+            dch_dy = (pb > tb).astype(F32) - (pt < tt)
+            dch_dh = half * (pb > tb) + half * (pt < tt)
             ex = (2 * (tx - px) * c2 - 2 * cw * dcw_dx * dist2) / (c2 * c2)
             ey = (2 * (ty - py) * c2 - 2 * ch * dch_dy * dist2) / (c2 * c2)
             ew = 2 * cw * dcw_dw * dist2 / (c2 * c2)
             eh = 2 * ch * dch_dh * dist2 / (c2 * c2)
             if kind == "ciou":
-                gap = np.arctan(tw / th) - np.arctan(pw / ph)
-                v = 4 / math.pi ** 2 * gap * gap
-                alpha = v / (1 - inter / union + v + 0.000001)
-                ew = ew + alpha * (8 / math.pi ** 2 * gap * ph)
-                eh = eh + alpha * (-8 / math.pi ** 2 * gap * pw)
+                gap = np.arctan((tw / th).astype(F64)) - np.arctan((pw / ph).astype(F64))
+                v = (4 / math.pi ** 2 * gap * gap).astype(F32)
+                alpha = (v / ((1 - inter / union + v).astype(F64) + 0.000001)).astype(F32)
+                ew = ew + alpha * (8 / math.pi ** 2 * gap * ph).astype(F32)
+                eh = eh + alpha * (-8 / math.pi ** 2 * gap * pw).astype(F32)
             near = c2 > 0
             dx, dy = np.where(near, dx + ex, dx), np.where(near, dy + ey, dy)
             dw, dh = np.where(near, dw + ew, dw), np.where(near, dh + eh, dh)
@@ -571,7 +574,6 @@ class AlexeyABYoloLoss:
              exact_b, totals, counted):
         """delta_yolo_box for k (slot, cell, anchor, truth) rows, accumulated in order."""
         layer = self.layer
-        lw, lh = layer.out_w, layer.out_h
         box_pred = self._rel_boxes(out_b, slots, cells, anchors, net_w, net_h)
         norm = (F32(self.iou_normalizer) * mult).astype(F32)
         scale = (F32(2) - truths[:, 2] * truths[:, 3]).astype(F32)
