@@ -326,7 +326,7 @@ def mosaic_boxes(rows, k, cut_x, cut_y, shifts, w, h, bound):
     """AB's blend_truth_mosaic for the boxes of picture k (0 top-left, 1 top-right,
     2 bottom-left, 3 bottom-right): shift, cut to the input (or the quadrant), filter."""
     left_shift, right_shift, top_shift, bot_shift = shifts
-    rows = np.asarray(rows, np.float64).reshape(-1, rows.shape[-1] if rows.size else 6)
+    rows = np.asarray(rows, np.float64)
     if not len(rows):
         return np.zeros((0, 6), F32)
     xb, yb, wb, hb = (rows[:, i].copy() for i in range(4))

@@ -6,7 +6,6 @@ pixels of each colour are found and every label box must enclose its rectangle's
 tightly (within two pixels), and every rectangle left visible must have its box."""
 import itertools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
