@@ -36,6 +36,15 @@ def test_detector_with_random_weights_says_so_and_does_not_crash(tmp_path, capsy
     assert "warning: no weights given (--weights): the outputs come from the random " \
            "initial values" in captured.err
     assert "boxes drawn in" in captured.out and "Traceback" not in captured.err
+    # --json stays strict JSON: an infinite box size is null, never Infinity
+    assert cli("run", DETECTOR, SAMPLE, "--json", "--out", tmp_path / "p.png") == 0
+    line = capsys.readouterr().out.strip()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in the JSON output")
+
+    record = json.loads(line, parse_constant=refuse)
+    assert record["detections"]
 
 
 def test_nan_output_is_an_error_naming_the_first_layer(tmp_path, write_cfg, capsys):

@@ -196,6 +196,18 @@ def check_finite(net, chosen, paths, weights):
                            f"{first.index} ({first.type}){why}")
 
 
+def _strict_json(value):
+    """A record with non-finite floats (a box whose exp() overflowed with random weights) as
+    null: JSON has no Infinity, and strict readers reject it."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict_json(v) for v in value]
+    return value
+
+
 class _nullbar:
     def __init__(self, items):
         self.items = items
@@ -316,11 +328,12 @@ class Report:
             lines = self._statistics(output, record)
         if self.save:
             self._save(output, path)
+        record = _strict_json(record)
         if self.folder:
-            self._jsonl().write(json.dumps(record) + "\n")
+            self._jsonl().write(json.dumps(record, allow_nan=False) + "\n")
             self.jsonl.flush()
         elif self.as_json:
-            click.echo(json.dumps(record))
+            click.echo(json.dumps(record, allow_nan=False))
         else:
             read = "" if reading is None else \
                 f" (picture read and resized in {reading * 1000:.1f} ms)"
