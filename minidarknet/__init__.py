@@ -25,22 +25,32 @@ def load(cfg, weights=None, *, batch=None, width=None, height=None, gradients="d
     batch/width/height override the [net] values (Darknet's set_batch_network /
     resize_network); gradients is "darknet" (Darknet's CPU numbers and quirks) or "exact"
     (the true gradient of the loss); fork is "pjreddie" or "alexeyab" (whose numbers the
-    network computes, see minidarknet.fork); cutoff loads only the first N layers' weights;
+    network computes, see minidarknet.fork), None picks one by the rule documented there
+    (the weights header's revision, then AlexeyAB-only cfg features; the choice and its
+    reason are in net.fork / net.fork_reason); cutoff loads only the first N layers' weights;
     overrides {"net.learning_rate": 0.01, "l2norm.backward": "exact", "layers[2].size": 3}
     changes cfg keys before the network is built (see minidarknet.overrides)."""
     sections = apply_overrides(read_cfg(cfg), overrides)
     net = Network(sections, gradients=gradients, batch=batch, width=width, height=height,
-                  seed=seed, fork=fork)
+                  seed=seed, fork=fork, weights_version=_version_of(weights, fork))
     if weights is not None:
         net.load_weights(weights, cutoff=cutoff)
     return net
+
+
+def _version_of(weights, fork):
+    """The weights file's header version when the default fork rule needs it."""
+    if weights is None or fork is not None:
+        return None
+    from .weights import peek_version
+    return peek_version(weights)
 
 
 def loads(text, weights=None, *, path="<cfg>", **options):
     """Like load(), with the cfg given as text."""
     sections = apply_overrides(parse_cfg_text(text, path), options.pop("overrides", None))
     net = Network(sections, gradients=options.pop("gradients", "darknet"),
-                  **options)
+                  weights_version=_version_of(weights, options.get("fork")), **options)
     if weights is not None:
         net.load_weights(weights)
     return net

@@ -54,9 +54,12 @@ Deliberate deviations from Darknet's forward pass:
   the NaN that Darknet's (x<0)*(exp(x)-1) = 0*inf produces beyond exp's overflow.
 * Everything is float32 (pjreddie evaluates exp in double and rounds; differences ~1 ulp).
 
-Layer-level quirks (not handled here): AB's generic CPU `activate()` has no case for relu6,
-swish, mish, hard_mish or normalize_channels*, so in an AB [activation]/[connected] layer those
-names output 0; here every activation computes its proper function.
+Fork-level quirks (applied by the layers, see Layer.fork_activation and minidarknet/fork.py):
+AB's generic CPU `activate()` has no case for relu6, swish, mish, hard_mish or
+normalize_channels*, so with fork alexeyab and gradients="darknet" those names output 0 where
+AB's layer does not compute them itself (relu6 everywhere; the others outside convolutions);
+AB's tanh is written 2/(1+e^-2x)-1 (`Activation.for_fork`).  Exact mode computes every
+activation properly.
 """
 import numpy as np
 
@@ -131,6 +134,23 @@ def _f_tanh(x, out):
     e = np.minimum(2.0 * x, _TANH_CLAMP)
     np.exp(e, out=e)
     return np.divide(e - 1.0, e + 1.0, out=out, casting="same_kind")
+
+
+def _f_tanh_logistic(x, out):
+    # AlexeyAB's tanh_activate: 2/(1 + e^{-2x}) - 1 (no overflow for large x: e^{-2x} -> 0)
+    e = np.exp(-2.0 * x)
+    e += 1.0
+    np.divide(2.0, e, out=e)
+    return np.subtract(e, 1.0, out=out, casting="same_kind")
+
+
+def _f_zero(x, out):
+    out[...] = 0
+    return out
+
+
+def _g_zero(y, x):
+    return np.zeros_like(y)
 
 
 def _f_plse(x, out):
@@ -347,6 +367,34 @@ class Activation:
 
     def __repr__(self):
         return f"<Activation {self.name}>"
+
+    def _variant(self, forward=None, grad=None, exact_grad=None, input_darknet=None):
+        v = object.__new__(type(self))
+        v.__dict__.update(self.__dict__)
+        if forward is not None:
+            v._forward = forward
+        if grad is not None:
+            v._grad = grad
+        if exact_grad is not None:
+            v._exact_grad = exact_grad
+        if input_darknet is not None:
+            v._input_darknet = input_darknet
+        return v
+
+    def zeroed(self):
+        """This activation as a Darknet build without it computes it: output 0, gradient 0
+        (AlexeyAB's generic CPU activate()/gradient() fall through to `return 0`)."""
+        return Activation(self.name, _f_zero, _g_zero, _g_zero, fork=self.fork)
+
+    def for_fork(self, fork):
+        """This activation with the formulas of `fork` (a minidarknet.fork.Fork): AlexeyAB's
+        tanh is written 2/(1+e^-2x) - 1; AlexeyAB's CPU gelu gradient is evaluated at the
+        output (without that quirk the darknet gradient is the true one)."""
+        if self.name == "tanh" and fork.tanh_formula == "logistic":
+            return self._variant(forward=_f_tanh_logistic)
+        if self.name == "gelu" and not fork.gelu_gradient_at_output:
+            return self._variant(grad=_g_gelu_exact, input_darknet=True)
+        return self
 
 
 class _Channelwise(Activation):

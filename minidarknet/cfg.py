@@ -62,6 +62,11 @@ class Section:
     def has(self, key):
         return key in self._first
 
+    def peek(self, key):
+        """The value text (comment removed) without marking the key as used, or None."""
+        option = self._first.get(key)
+        return None if option is None else _strip_comment(option.value)
+
     def raw(self, key):
         """The value text with an inline `#comment` removed, or None when absent."""
         option = self._first.get(key)

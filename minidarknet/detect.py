@@ -10,8 +10,10 @@ are mapped back to the original image (still relative to it): letterbox=True und
 letterbox_image (pjreddie, AlexeyAB -letter_box), letterbox=False assumes the image was
 stretched (AlexeyAB's default), which leaves relative boxes unchanged.  YOLOv1 [detection]
 boxes are never corrected (Darknet does not correct them).  Then NMS unless nms is 0 or None:
-pjreddie's do_nms_sort, or AlexeyAB's diounms_sort when the network's last layer is a [yolo]
-with nms_kind=greedynms (DIoU with beta 0.6 > nms) or diounms (DIoU with beta_nms > nms).
+pjreddie's do_nms_sort, or, with fork alexeyab (net.fork.nms_from_last_layer), AlexeyAB's
+diounms_sort when the network's LAST layer is a [yolo] with nms_kind=greedynms (DIoU with the
+fixed beta 0.6 > nms) or diounms (DIoU with beta_nms > nms); pjreddie's Darknet has no
+nms_kind and always runs do_nms_sort.
 
 Not reproduced: when a layer's batch is exactly 2, Darknet's decoders first average sample 0
 with the horizontally mirrored sample 1 (a test-time flip trick that assumes the caller put a
@@ -54,11 +56,13 @@ def network_detections(net, thresh=0.5, hier=0.5, nms=0.45, image_size=None, let
     if nms:
         classes = heads[-1].classes
         last = net.layers[-1]
-        kind = getattr(last, "nms_kind", "default")
+        kind = getattr(last, "nms_kind", "default") if net.fork.nms_from_last_layer \
+            else "default"
         if kind == "default":
             do_nms_sort(dets, classes, nms)
         else:
-            diou_nms_sort(dets, classes, nms, kind, getattr(last, "beta_nms", 0.6))
+            diou_nms_sort(dets, classes, nms, kind, getattr(last, "beta_nms", 0.6),
+                          greedy_beta=net.fork.greedy_diou_beta)
     return dets
 
 
@@ -109,14 +113,14 @@ def box_diou(a, b, beta):
         return np.where(c == 0, iou, iou - u).astype(F32)
 
 
-def diou_nms_sort(dets, classes, thresh, kind="diounms", beta=0.6):
+def diou_nms_sort(dets, classes, thresh, kind="diounms", beta=0.6, greedy_beta=0.6):
     """AlexeyAB's diounms_sort, in place; returns dets.  kind "greedynms" suppresses when
     DIoU (beta 0.6) > thresh, "diounms" when DIoU with `beta` > thresh.  Order handling as
     do_nms_sort: objectness-0 boxes to the end, then per class a stable descending sort
     (glibc's qsort is a merge sort) and greedy suppression."""
     if kind not in ("greedynms", "diounms"):
         raise ValueError(f"unknown NMS kind {kind!r}")
-    power = 0.6 if kind == "greedynms" else beta
+    power = greedy_beta if kind == "greedynms" else beta
     if not isinstance(dets, list):
         dets = list(dets)
     return do_nms_sort(dets, classes, thresh, overlap=lambda a, b: box_diou(a, b, power))

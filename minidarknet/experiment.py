@@ -43,7 +43,7 @@ from .errors import MiniDarknetError
 
 TOP_KEYS = ("name", "description", "cfg", "data", "valid", "train", "overrides")
 TRAIN_KEYS = ("max_batches", "seed", "gradients", "weights", "clear", "on_bad_data",
-              "backup_every")
+              "backup_every", "fork")
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 CURVE_COLUMNS = ("iteration", "loss", "avg_loss", "rate")
@@ -149,6 +149,8 @@ def experiment_from_dict(spec, path="<dict>", base="."):
                 raise fail(f"train: unknown setting '{key}' (known: {', '.join(TRAIN_KEYS)})")
             if group == "overrides":
                 _check_override_key(key, fail)
+            if group == "train" and key == "fork":
+                _check_fork(value, fail)
             if group == "train" and key == "weights":
                 value = [_resolve(base, v) for v in value] if isinstance(value, list) \
                     else _resolve(base, value)
@@ -164,6 +166,13 @@ def experiment_from_dict(spec, path="<dict>", base="."):
     if len(set(keys)) != len(keys):
         raise fail("the same key is swept twice")
     return experiment
+
+
+def _check_fork(value, fail):
+    from .fork import FORKS
+    for v in value if isinstance(value, list) else [value]:
+        if v is not None and str(v).lower() not in FORKS:
+            raise fail(f"train: fork: '{v}' is not one of {', '.join(sorted(FORKS))}")
 
 
 def _resolve(base, value):

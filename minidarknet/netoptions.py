@@ -28,6 +28,10 @@ AB_NOT_IMPLEMENTED = (
     "resize_step", "attention", "adversarial_lr", "max_chart_loss", "seq_scales",
     "show_receptive_field", "adam", "B1", "B2", "eps", "cudnn_half", "time_steps_per_batch")
 
+# Adam's keys: AlexeyAB's adam=1 only allocates its buffers on the CPU, whose update stays SGD
+# with momentum (fork.py: adam_on_cpu is False for both forks; golden-ab ab_adam_train).
+GPU_ONLY_UPDATE = ("adam", "B1", "B2", "eps")
+
 
 class NetOptions:
     def __init__(self, section):
@@ -77,7 +81,11 @@ def read_net_options(s, batch=None, width=None, height=None, channels=None):
     for option in s.options:
         if option.used:
             continue
-        if option.key in AB_NOT_IMPLEMENTED:
+        if option.key in GPU_ONLY_UPDATE:
+            warn(f"{s.path}:{option.line}: [net] {option.key}={option.value}: Adam runs only "
+                 f"in Darknet's GPU build; the CPU update (SGD with momentum, as minidarknet "
+                 f"runs it) ignores it")
+        elif option.key in AB_NOT_IMPLEMENTED:
             warn(f"{s.path}:{option.line}: [net] {option.key}={option.value} is not "
                  f"implemented by minidarknet and is ignored")
         else:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import parallel
 from .errors import ShapeError
-from .fork import resolve_fork
+from .fork import choose_fork, warn_quirk
 from .layers import InShape, layer_class
 from .netoptions import read_net_options
 
@@ -42,11 +42,13 @@ def _memory_errors(section, doing):
 
 class Network:
     def __init__(self, sections, *, gradients="darknet", batch=None, width=None, height=None,
-                 channels=None, seed=None, fork=None):
+                 channels=None, seed=None, fork=None, weights_version=None):
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, not {gradients!r}")
         self.gradients = gradients
-        self.fork = resolve_fork(fork)      # whose numbers: fork.py lists every difference
+        # Whose numbers (fork.py lists every difference); fork=None: the rule in fork.py, with
+        # the header version of the weights about to be loaded when the caller knows it.
+        self.fork, self.fork_reason = choose_fork(fork, sections, weights_version)
         self.sections = sections
         self.path = sections[0].path
         self.rng = np.random.default_rng(seed)
@@ -56,6 +58,7 @@ class Network:
         for key, value in options.core.items():
             setattr(self, key, value)
         self.seen = 0
+        self.iteration = 0      # updates done (AlexeyAB's cur_iteration; set by load_weights)
         self.weights_version = (0, 2, 0)
         self.layers = []
         shape = InShape(self.batch, self.c, self.h, self.w, self.inputs)
@@ -72,6 +75,12 @@ class Network:
         if not costless:
             raise sections[0].error("the cfg has only [cost] layers")
         self.output_layer = costless[-1]
+        # Broken CPU computations of the fork that this network reproduces: warned once each,
+        # at the first pass that runs them.
+        self._quirks = {}
+        for layer in self.layers:
+            for when, key, message in layer.fork_quirks:
+                self._quirks.setdefault(when, {}).setdefault(key, message)
         last = self.layers[-1]
         self.truths = last.truths if last.truths else self.output_layer.outputs
         self.input = self.delta = self.truth = self.x = None
@@ -145,6 +154,7 @@ class Network:
                     layer.delta.fill(0)
         # Darknet's own training (train_step) leaves the input delta unset.
         self.wants_input_delta = input_delta
+        self._warn_quirks("forward")
         self.input_delta = np.zeros_like(x) if self.train and input_delta else None
         self.x = self.input = x
         self.delta = None
@@ -195,6 +205,7 @@ class Network:
                                  f"({last.type}) has {out.size} ({last.outputs} per sample x "
                                  f"batch {self.batch})")
             out += delta.reshape(out.shape)
+        self._warn_quirks("backward")
         if self.input_delta is None and self.wants_input_delta:
             self.input_delta = np.zeros_like(self.x)
         for index in range(len(self.layers) - 1, -1, -1):
@@ -212,12 +223,17 @@ class Network:
             with _memory_errors(layer.section, f"run layer {index} with batch {self.batch}"):
                 layer.backward(self)
 
+    def _warn_quirks(self, when):
+        for key, message in self._quirks.pop(when, {}).items():
+            warn_quirk(self, key, message)
+
     def update(self):
         """Apply one SGD step with Darknet's rule (momentum, decay, B = batch*subdivisions)."""
         rate = self.current_rate()
         batch = self.batch * self.subdivisions
         for layer in self.layers:
             layer.update(rate, self.momentum, self.decay, batch)
+        self.iteration += 1
 
     def train_step(self, x, truth):
         """Darknet's train_network: x holds batch*subdivisions rows (any multiple of batch);

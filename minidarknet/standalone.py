@@ -21,16 +21,17 @@ from .network import Network
 __all__ = ["layer", "StandaloneLayer"]
 
 
-def layer(kind, input_shape, *, gradients="darknet", seed=None, **keys):
+def layer(kind, input_shape, *, gradients="darknet", seed=None, fork=None, **keys):
     """Build one layer of section type `kind` ("l2norm", "connected", "soft", ... or a layer
-    class) for inputs of `input_shape` = (batch, c, h, w) or (batch, n)."""
+    class) for inputs of `input_shape` = (batch, c, h, w) or (batch, n); fork as for
+    minidarknet.load (None: the default rule applied to this one section)."""
     name = kind if isinstance(kind, str) else kind.section_names[0]
     batch, c, h, w = _nchw(input_shape)
     lines = ["[net]", f"batch={batch}", f"channels={c}", f"height={h}", f"width={w}",
              f"[{name}]"]
     lines += [f"{key}={_cfg_value(key, value)}" for key, value in keys.items()]
     sections = parse_cfg_text("\n".join(lines) + "\n", path=f"layer({name!r})")
-    return StandaloneLayer(Network(sections, gradients=gradients, seed=seed))
+    return StandaloneLayer(Network(sections, gradients=gradients, seed=seed, fork=fork))
 
 
 def _nchw(shape):

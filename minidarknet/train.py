@@ -285,17 +285,17 @@ class Trainer:
     def __init__(self, cfg, data, *, weights=None, max_batches=None, out=None,
                  backup_every=None, callbacks=(), gradients="darknet", overrides=None,
                  seed=0, progress=False, on_bad_data="skip", clear=False, shuffle=True,
-                 cache_mb=512, prefetch=True):
+                 cache_mb=512, prefetch=True, fork=None):
         from . import load
         self.cfg = os.fspath(cfg)
         self.seed = int(seed)
-        self.net = net = load(self.cfg, gradients=gradients, overrides=overrides,
-                              seed=self.seed)
+        # The weights load with the network (the default fork rule reads their header).
+        self.net = net = load(self.cfg, weights, gradients=gradients, overrides=overrides,
+                              seed=self.seed, fork=fork)
         self.avg_loss = -1.0
         if weights is not None:
-            net.load_weights(weights)
             if clear:
-                net.seen = 0
+                net.seen = net.iteration = 0
             else:
                 avg = load_state(net, weights)
                 if avg is not None:

@@ -38,12 +38,12 @@ class ValidReport:
 
 def validate(cfg, data, *, net=None, weights=None, overrides=None, batch=None, top=5,
              thresh=MAP_THRESH, nms=MAP_NMS, iou_thresh=0.5, points=0, resize="letterbox",
-             on_bad_data="skip", progress=None):
+             on_bad_data="skip", progress=None, fork=None):
     """Validate `net` (or the network of `cfg` with `weights`) on the validation split of
     `data` (see the module docstring).  progress: None or a callable(done, total)."""
     if net is None:
         from . import load
-        net = load(cfg, weights, overrides=overrides)
+        net = load(cfg, weights, overrides=overrides, fork=fork)
     started = time.perf_counter()
     kind = network_kind(net)
     dataset = open_data(data, net, split="valid", on_bad_data=on_bad_data, shuffle=False,

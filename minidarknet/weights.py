@@ -55,6 +55,19 @@ def read_header(path, data):
     return (major, minor, revision), seen, HEADER_INTS + seen_bytes, transpose
 
 
+def peek_version(path):
+    """(major, minor, revision) from a weights file's header, or None when it cannot be read
+    (load_weights then reports the problem)."""
+    try:
+        with open(os.fspath(path), "rb") as f:
+            head = f.read(HEADER_INTS)
+    except (OSError, TypeError, ValueError):
+        return None
+    if len(head) < HEADER_INTS:
+        return None
+    return tuple(int(v) for v in np.frombuffer(head, "<i4", 3))
+
+
 def load_weights(net, path, cutoff=None):
     """Load layers [0, cutoff) from `path` (all layers when cutoff is None).
 
@@ -84,6 +97,7 @@ def load_weights(net, path, cutoff=None):
             warn(f"{path}: {leftover // 4} floats ({leftover} bytes) left over after the last "
                  f"layer at byte offset {reader.offset}; does the cfg match these weights?")
     net.seen = seen
+    net.iteration = seen // max(net.batch * net.subdivisions, 1)
     net.weights_version = version
     for layer in net.layers:
         if hasattr(layer, "weights_loaded"):
@@ -91,11 +105,13 @@ def load_weights(net, path, cutoff=None):
 
 
 def weights_bytes(net, cutoff=None):
-    major, minor, revision = net.weights_version
+    fork = net.fork
+    major, minor, revision = fork.weights_header or net.weights_version
     seen_bytes, transpose = _header_layout(major, minor)
+    seen = fork.saved_seen(net.seen, net.iteration, net.batch * net.subdivisions)
     chunks = [np.array([major, minor, revision], "<i4").tobytes(),
               # a 4-byte counter wraps as Darknet's C cast does
-              np.array([net.seen % 2 ** (8 * seen_bytes)],
+              np.array([seen % 2 ** (8 * seen_bytes)],
                        "<u8" if seen_bytes == 8 else "<u4").tobytes()]
     layers = net.layers if cutoff is None else net.layers[:cutoff]
     for layer in layers:

@@ -327,7 +327,7 @@ def test_crnn_forward_matches_reference(case):
     rng = np.random.default_rng(6)
     randomize(layer, rng)
     x = sample_input(net, 6, rng)
-    if layer.fork == "pjreddie":
+    if layer.key_set == "pjreddie":
         assert (layer.out_h, layer.out_w) == (net.w, net.h)
     else:
         assert (layer.out_h, layer.out_w) == (net.h, net.w)

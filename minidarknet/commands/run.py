@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from . import fork_option
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pnm", ".tga"}
 DETECTION_TYPES = ("yolo", "region", "detection")
@@ -47,8 +49,9 @@ DETECTION_TYPES = ("yolo", "region", "detection")
               "or a folder: results.jsonl, and pictures with --draw.")
 @click.option("--draw", is_flag=True, help="With --out DIR: also write each image's picture.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per image.")
+@fork_option
 def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, top, thresh,
-            hier, nms, out, draw, as_json):
+            hier, nms, out, draw, as_json, fork):
     """Run the network CFG on IMAGE files, folders or glob patterns."""
     import minidarknet
     from minidarknet.errors import MiniDarknetError
@@ -59,7 +62,7 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     if draw and not folder:
         raise click.BadParameter("--draw goes with --out DIR", param_hint="--draw")
     batch = batch or min(len(paths), 32)
-    net = minidarknet.load(cfg, weights, batch=batch)
+    net = minidarknet.load(cfg, weights, batch=batch, fork=fork)
     chosen = _pick_layer(net, layer)
     kind = _kind(net, chosen)
     class_names = read_names(names) if names else None

@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from . import fork_option
+
 
 @click.command(name="train")
 @click.argument("cfg", type=click.Path(dir_okay=False))
@@ -36,15 +38,16 @@ import click
 @click.option("--clear", is_flag=True, help="Start counting iterations from 0 even when the "
               "weights have a 'seen' count (Darknet's -clear).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+@fork_option
 def command(cfg, data, weights, max_batches, out, backup_every, gradients, seed, on_bad_data,
-            clear, quiet):
+            clear, quiet, fork):
     """Train the network CFG on DATA (.data file, folder per class, or .npz)."""
     from minidarknet.train import Trainer, TrainingInterrupted, TrainingTerminated
 
     out = out or _default_out(data)
     trainer = Trainer(cfg, data, weights=weights, max_batches=max_batches, out=out,
                       backup_every=backup_every, gradients=gradients, seed=seed,
-                      progress=not quiet, on_bad_data=on_bad_data, clear=clear)
+                      progress=not quiet, on_bad_data=on_bad_data, clear=clear, fork=fork)
     try:
         result = trainer.run()
     except TrainingInterrupted as e:

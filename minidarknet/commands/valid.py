@@ -9,6 +9,8 @@ import json
 
 import click
 
+from . import fork_option
+
 
 @click.command(name="valid")
 @click.argument("cfg", type=click.Path(dir_okay=False))
@@ -29,15 +31,16 @@ import click
 @click.option("--on-bad-data", type=click.Choice(["skip", "fail"]), default="skip",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@fork_option
 def command(cfg, data, weights, thresh, iou_thresh, points, nms, resize, batch, on_bad_data,
-            as_json):
+            as_json, fork):
     """Validate CFG with WEIGHTS on the validation part of DATA."""
     from minidarknet.valid import validate
     if points == 1:
         raise click.BadParameter("use 0 (area under the curve) or at least 2", param_hint="--points")
     report = validate(cfg, data, weights=weights, batch=batch, thresh=thresh, nms=nms,
                       iou_thresh=iou_thresh, points=points, resize=resize,
-                      on_bad_data=on_bad_data)
+                      on_bad_data=on_bad_data, fork=fork)
     if as_json:
         click.echo(json.dumps(_as_dict(report), indent=1))
         return

@@ -52,6 +52,9 @@ class Layer:
     # network then restores them for this layer (parallel.py); the others split their work
     # over parallel.workers() threads themselves, or do no BLAS work at all.
     blas_threads = False
+    # Activations this layer type computes itself in AlexeyAB's CPU code (the others go
+    # through its generic activate(), which lacks some: fork.cpu_activate_missing).
+    special_activations = ()
 
     def __init__(self, section, shape, net):
         self.section = section
@@ -60,6 +63,10 @@ class Layer:
         self.in_c, self.in_h, self.in_w, self.inputs = shape.c, shape.h, shape.w, shape.inputs
         self.exact = net.gradients == "exact"
         self.fork = net.fork
+        # (when, key, message): where this layer reproduces a broken CPU computation of its
+        # fork; the network warns once per key, at the first forward/backward ("forward",
+        # "backward").
+        self.fork_quirks = []
         if self.needs_image and not (shape.c and shape.h and shape.w):
             raise section.error(f"{section.header}: the layer before must output an image "
                                 f"(it outputs {shape.inputs} values with no c x h x w shape)")
@@ -93,7 +100,27 @@ class Layer:
         act = get_activation(name)
         if act is None:
             raise section.error(f"{section.header}: unknown activation '{name}'", "activation")
-        return act
+        return self.fork_activation(act)
+
+    def fork_activation(self, act):
+        """`act` as this layer's fork computes it on the CPU (gradients="darknet"): a name the
+        fork's generic activate() lacks gives 0; tanh/gelu formulas per fork.  Exact mode
+        computes every activation properly."""
+        fork = self.fork
+        if (not self.exact and act.name in fork.cpu_activate_missing
+                and act.name not in self.special_activations):
+            self.fork_quirks.append((
+                "forward", f"activation:{act.name}",
+                f"{self.section.where('activation')}: {self.section.header} "
+                f"activation={act.name}: {fork.display}'s CPU activate() has no {act.name}, the "
+                f"layer outputs 0 (and passes no gradient)"))
+            return act.zeroed()
+        if not self.exact and act.name == "gelu" and fork.gelu_gradient_at_output:
+            self.fork_quirks.append((
+                "backward", "gelu_gradient",
+                f"{self.section.where('activation')}: {self.section.header} activation=gelu: "
+                f"{fork.display}'s CPU gelu gradient is evaluated at the output, not the input"))
+        return act.for_fork(fork)
 
     # ------------------------------------------------------------------ shapes and buffers
     def set_output_shape(self, c, h, w, outputs=None):

@@ -1,18 +1,25 @@
 """Batch normalisation: the helpers used inside conv/connected layers and the [batchnorm] layer.
 
-Darknet (pjreddie, CPU) quirks kept in gradients="darknet" mode:
-  * training uses the batch mean and the UNBIASED variance, x_hat = (x - mean)/(sqrt(var) + 1e-6);
-  * rolling statistics move inside forward: rolling = .99*rolling + .01*batch_stat;
-  * backward uses sqrt(var + 1e-5) and N (not N - 1), so it is not quite the gradient of forward.
+The two forks differ here (the constants are in minidarknet/fork.py, read from `layer.fork`):
+  * training uses the batch mean and the UNBIASED variance, x_hat = (x - mean)/denominator with
+    pjreddie's sqrt(var) + 1e-6 or AlexeyAB's sqrt(var + 1e-5) (inference: the same with the
+    rolling statistics);
+  * rolling statistics move inside forward: rolling = m*rolling + (1 - m)*batch_stat, m = .99
+    (pjreddie), .9 (AlexeyAB; .95 in its connected layer);
+  * backward (gradients="darknet") uses sqrt(var + 1e-5) and N (not N - 1) for the mean and
+    variance terms, and divides the delta itself by pjreddie's sqrt(var + 1e-5) or AlexeyAB's
+    sqrt(var) + 1e-5, so it is not quite the gradient of forward;
+  * AlexeyAB's CPU backward never accumulates the BN biases' updates (they do not train).
 gradients="exact" differentiates the forward that actually ran (same statistics, same epsilon).
 Arrays are viewed as (batch, channels, spatial).
 """
 import numpy as np
 
+from ..fork import warn_quirk
 from .base import F32, InShape, Layer
 from .registry import register
 
-EPS_FORWARD = F32(1e-6)
+# The mean and variance deltas use sqrt(var + 1e-5) in both forks.
 EPS_BACKWARD = F32(1e-5)
 
 
@@ -37,8 +44,11 @@ def _reuse(layer, name, like):
     return buf
 
 
-def bn_forward(layer, out, train):
-    """Normalise `out` (B, C, S) in place, then scale and add the biases."""
+def bn_forward(layer, out, train, momentum=None):
+    """Normalise `out` (B, C, S) in place, then scale and add the biases.  momentum: of the
+    rolling statistics (default: the fork's, for convolutions)."""
+    fork = layer.fork
+    m = F32(fork.bn_rolling_momentum if momentum is None else momentum)
     np.copyto(_reuse(layer, "x", out), out)
     if train:
         n = out.shape[0] * out.shape[2]
@@ -47,25 +57,27 @@ def bn_forward(layer, out, train):
         squares = _reuse(layer, "x_norm", out)     # scratch until it holds x_norm below
         np.multiply(out, out, out=squares)
         layer.variance[:] = squares.sum(axis=(0, 2)) / F32(max(n - 1, 1))
-        layer.rolling_mean *= F32(.99)
-        layer.rolling_mean += F32(.01) * layer.mean
-        layer.rolling_variance *= F32(.99)
-        layer.rolling_variance += F32(.01) * layer.variance
-        out /= (np.sqrt(layer.variance) + EPS_FORWARD)[None, :, None]
+        rest = F32(1 - m)
+        layer.rolling_mean *= m
+        layer.rolling_mean += rest * layer.mean
+        layer.rolling_variance *= m
+        layer.rolling_variance += rest * layer.variance
+        out /= fork.bn_denominator(layer.variance)[None, :, None]
         np.copyto(layer.x_norm, out)
     else:
         out -= layer.rolling_mean[None, :, None]
-        out /= (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
+        out /= fork.bn_denominator(layer.rolling_variance)[None, :, None]
     out *= layer.scales[None, :, None]
     out += layer.biases[None, :, None]
 
 
-def bn_backward(layer, delta, train):
-    """Given delta (B, C, S) w.r.t. the BN output, accumulate scale/bias updates and turn delta
-    (in place) into the delta w.r.t. the BN input."""
+def bn_backward(layer, delta, train, biases=True):
+    """Given delta (B, C, S) w.r.t. the BN output, accumulate scale (and, with biases=True,
+    bias) updates and turn delta (in place) into the delta w.r.t. the BN input."""
     x_norm = layer.x_norm if train and layer.x_norm is not None else _inference_x_norm(layer)
     scratch = _reuse(layer, "_bn_scratch", delta)
-    layer.bias_updates += delta.sum(axis=(0, 2))
+    if biases:
+        layer.bias_updates += delta.sum(axis=(0, 2))
     np.multiply(delta, x_norm, out=scratch)
     layer.scale_updates += scratch.sum(axis=(0, 2))
     delta *= layer.scales[None, :, None]
@@ -73,7 +85,7 @@ def bn_backward(layer, delta, train):
         # Darknet falls back to the rolling statistics as if they were batch statistics;
         # the exact gradient of the inference formula is a plain rescale.
         if layer.exact:
-            delta /= (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
+            delta /= layer.fork.bn_denominator(layer.rolling_variance)[None, :, None]
         else:
             _darknet_normalize_delta(layer, delta, layer.rolling_mean, layer.rolling_variance,
                                      scratch)
@@ -86,7 +98,7 @@ def bn_backward(layer, delta, train):
 def _inference_x_norm(layer):
     x = layer.x
     return (x - layer.rolling_mean[None, :, None]) / \
-        (np.sqrt(layer.rolling_variance) + EPS_FORWARD)[None, :, None]
+        layer.fork.bn_denominator(layer.rolling_variance)[None, :, None]
 
 
 def _darknet_normalize_delta(layer, delta, mean, variance, scratch):
@@ -96,17 +108,19 @@ def _darknet_normalize_delta(layer, delta, mean, variance, scratch):
     inv_std = (F32(1) / np.sqrt(variance + EPS_BACKWARD))
     mean_delta = -delta.sum(axis=(0, 2)) * inv_std
     variance_delta = np.einsum("bcs,bcs->c", delta, centered) * F32(-.5) * inv_std ** 3
-    delta *= inv_std[None, :, None]
+    delta *= (F32(1) / layer.fork.bn_delta_denominator(variance))[None, :, None]
     centered *= (variance_delta * F32(2) / n)[None, :, None]
     delta += centered
     delta += (mean_delta / n)[None, :, None]
 
 
 def _exact_normalize_delta(layer, delta, scratch):
-    # Gradient of x_hat = (x - mean)/(sigma + eps), sigma = sqrt(unbiased variance).
+    # Gradient of x_hat = (x - mean)/(sigma + eps_out), sigma = sqrt(unbiased variance + eps_in)
+    # (d sigma / d var = 1 / (2 sigma)).
     n = delta.shape[0] * delta.shape[2]
-    sigma = np.sqrt(layer.variance)
-    s = sigma + EPS_FORWARD
+    fork = layer.fork
+    sigma = np.sqrt(layer.variance + F32(fork.bn_eps_inside_sqrt))
+    s = sigma + F32(fork.bn_eps_outside_sqrt)
     x_norm = layer.x_norm
     mean_g = delta.mean(axis=(0, 2))
     dot = np.einsum("bcs,bcs->c", delta, x_norm)
@@ -116,12 +130,23 @@ def _exact_normalize_delta(layer, delta, scratch):
     delta -= np.multiply(x_norm, coef.astype(delta.dtype)[None, :, None], out=scratch)
 
 
+def bn_biases_train(layer, net):
+    """Whether this backward accumulates the BN biases' updates: always in exact mode; in
+    darknet mode as the fork's CPU code does (AlexeyAB's never does, and says nothing)."""
+    if layer.exact or layer.fork.bn_biases_train:
+        return True
+    warn_quirk(net, "bn_biases", "AlexeyAB's CPU backward does not train batch-norm biases "
+               "(their bias_updates stay 0)")
+    return False
+
+
 @register("batchnorm")
 class BatchNorm(Layer):
     """[batchnorm]: standalone batch normalisation over the previous layer's channels.
 
     pjreddie's CPU build crashes on this layer and never trains it; we run it as AlexeyAB does
-    for forward/backward (keeping pjreddie's epsilon), and its scales/biases do train."""
+    for forward/backward (with the network's fork's formula), and its scales train (its biases
+    too, except as AlexeyAB's CPU code in darknet mode)."""
     type = "batchnorm"
 
     def __init__(self, section, shape, net):
@@ -143,7 +168,7 @@ class BatchNorm(Layer):
 
     def backward(self, net):
         delta = self._view(self.delta)
-        bn_backward(self, delta, self.train)
+        bn_backward(self, delta, self.train, biases=bn_biases_train(self, net))
         prev = net.delta
         if prev is not None:
             # Darknet copies (overwrites) into the previous delta; exact mode accumulates.
@@ -170,4 +195,4 @@ class BatchNorm(Layer):
         return "", "", *super().describe()[2:]
 
 
-__all__ = ["BatchNorm", "init_bn", "bn_forward", "bn_backward", "InShape"]
+__all__ = ["BatchNorm", "init_bn", "bn_forward", "bn_backward", "bn_biases_train", "InShape"]

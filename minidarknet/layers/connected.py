@@ -39,7 +39,8 @@ class Connected(WeightedLayer):
         np.matmul(x, self.weights.T, out=out)
         self.train = net.train
         if self.batch_normalize:
-            bn_forward(self, out[:, :, None], net.train)
+            bn_forward(self, out[:, :, None], net.train,
+                       momentum=self.fork.bn_connected_rolling_momentum)
         else:
             out += self.biases
         if self.activation.needs_input(self.exact):
@@ -50,6 +51,7 @@ class Connected(WeightedLayer):
         self.activation.backprop(self.delta, self.output, self.x_pre, self.exact)
         delta = self.delta.reshape(self.batch, self.outputs)
         if self.batch_normalize:
+            # Both forks' connected layers accumulate the bias updates (AlexeyAB's itself).
             bn_backward(self, delta[:, :, None], self.train)
         else:
             self.bias_updates += delta.sum(axis=0)

@@ -24,14 +24,15 @@ rolling_variance[n] (read only without dontloadscales, always written, as Darkne
 weights[n][c/groups][size][size].  numload=k (pjreddie) reads only the first k filters;
 flipped=1 means the file stores the weights transposed ([c*size*size][n]).
 
-gradients="darknet" reproduces pjreddie's CPU backward, including its overwrite quirk: for
-size 1 the input delta is written with GEMM beta=0, REPLACING what a route/shortcut had already
-added to the previous layer's delta (golden README quirk 5).  gradients="exact" accumulates.
-(AlexeyAB's CPU col2im zeroes its destination, so there EVERY convolution overwrites; that is
-not reproduced: minidarknet follows pjreddie's CPU numbers, as the golden cases do.)
+gradients="darknet" reproduces the fork's CPU backward, including its overwrite quirk
+(fork.conv_backward_overwrites): pjreddie writes a size-1 convolution's input delta with GEMM
+beta=0, REPLACING what a route/shortcut had already added to the previous layer's delta (golden
+README quirk 5); AlexeyAB's col2im zeroes its destination, so there EVERY convolution
+overwrites (golden-ab ab_yolo_ciou_train confirms it).  gradients="exact" accumulates.
 
-Inference batch norm is Darknet's (pjreddie CPU) gamma*(x - mean)/(sqrt(var) + 1e-6) + beta,
-computed as a per-channel affine map; on large feature maps the scale is multiplied into a
+Inference batch norm is Darknet's gamma*(x - mean)/denominator + beta with the fork's
+denominator (pjreddie sqrt(var) + 1e-6, AlexeyAB sqrt(var + 1e-5)), computed as a per-channel
+affine map; on large feature maps the scale is multiplied into a
 fresh copy of the weights at every forward (cheaper than scaling the output, and never stale)
 and the bias rides in the GEMM.  The rest of the affine map and leaky/linear activations run
 in one compiled pass when numba is installed (kernels.py), else in numpy.  Inside
@@ -44,9 +45,10 @@ every forward); training keeps im2col + GEMM.
 import numpy as np
 
 from .. import kernels, ops, parallel
+from ..fork import quirk_warned, warn_quirk
 from . import share, xnor
 from .base import WeightedLayer, uniform_weights
-from .batchnorm import EPS_FORWARD, bn_backward, bn_forward
+from .batchnorm import bn_backward, bn_biases_train, bn_forward
 from .registry import register
 
 # AlexeyAB keys that change the maths and are not implemented: key -> what it is.
@@ -67,6 +69,9 @@ UNSUPPORTED_AB = {
 class Convolutional(WeightedLayer):
     type = "convolutional"
     needs_image = True
+    # AlexeyAB's forward_convolutional_layer computes these itself (not by activate())
+    special_activations = ("swish", "mish", "hard_mish", "normalize_channels",
+                           "normalize_channels_softmax", "normalize_channels_softmax_maxval")
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
@@ -260,10 +265,11 @@ class Convolutional(WeightedLayer):
 
     def _affine(self, dtype):
         """(scale, shift) with out*scale + shift = Darknet's inference output before the
-        activation: biases alone, or gamma*(x - mean)/(sqrt(var) + 1e-6) + beta."""
+        activation: biases alone, or gamma*(x - mean)/denominator + beta with the fork's
+        denominator (pjreddie sqrt(var) + 1e-6, AlexeyAB sqrt(var + 1e-5))."""
         if not self.batch_normalize:
             return None, self.biases
-        scale = (self.scales / (np.sqrt(self.rolling_variance) + EPS_FORWARD)).astype(dtype)
+        scale = (self.scales / self.fork.bn_denominator(self.rolling_variance)).astype(dtype)
         shift = (self.biases - self.rolling_mean * scale).astype(dtype)
         return scale, shift
 
@@ -306,12 +312,24 @@ class Convolutional(WeightedLayer):
         if self.batch_normalize:
             if self._bn_affine:
                 self._recompute_bn_input(x)
-            bn_backward(self, delta3, self.train)
+            bn_backward(self, delta3, self.train, biases=bn_biases_train(self, net))
         else:
             self.bias_updates += delta3.sum(axis=(0, 2))
         prev = self.prev_delta(net, x.shape)
-        # Darknet (pjreddie CPU) writes a 1x1 convolution's input delta with beta=0.
-        overwrite = self.size == 1 and not self.exact
+        # Darknet writes (not adds) the input delta: pjreddie for 1x1 kernels (gemm beta=0),
+        # AlexeyAB for every size (its col2im zeroes the destination first).
+        overwrite = not self.exact and self.fork.conv_overwrites_delta(self.size)
+        if overwrite and prev is not None and self.fork.conv_backward_overwrites == "always" \
+                and not quirk_warned(net, "conv_overwrite") and prev.any():
+            warn_quirk(net, "conv_overwrite",
+                       f"layer {self.index}: AlexeyAB's CPU convolution backward overwrites "
+                       f"the previous layer's delta (what a route or shortcut added there is "
+                       f"lost)")
+        if overwrite and not self.op.direct:
+            # im2col convolutions add into their destination: zero it first
+            if prev is not None:
+                prev.fill(0)
+            overwrite = False
         self.op.backward(x, delta, self.weights, self.weight_updates, prev, overwrite)
 
     def _recompute_bn_input(self, x):

@@ -23,6 +23,7 @@ accumulate.  AlexeyAB's CPU convolution overwrites for every kernel size; as for
 """
 from .. import ops
 from .base import Layer
+from .convolutional import Convolutional
 from .recurrent import ConvBlock, ThreeBlockRecurrent, sequence_steps
 from .registry import register
 
@@ -34,6 +35,8 @@ AB_KEYS = ("output", "hidden", "size", "stride", "dilation", "pad", "padding", "
 class CRNN(ThreeBlockRecurrent):
     type = "crnn"
     needs_image = True
+    # its blocks are convolutional layers in AlexeyAB's Darknet
+    special_activations = Convolutional.special_activations
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)
@@ -43,8 +46,8 @@ class CRNN(ThreeBlockRecurrent):
         if pj and ab:
             raise s.error(f"[crnn]: pjreddie's keys ({', '.join(pj)}) and AlexeyAB's "
                           f"({', '.join(ab)}) in one section; use one fork's set", ab[0])
-        self.fork = "alexeyab" if ab else "pjreddie"
-        if self.fork == "pjreddie":
+        self.key_set = "alexeyab" if ab else "pjreddie"
+        if self.key_set == "pjreddie":
             outputs, hidden = s.int("output_filters", 1), s.int("hidden_filters", 1)
             geometry = (3, 1, 1, 1, 1)
             h, w = shape.w, shape.h            # pjreddie's swap
@@ -54,7 +57,7 @@ class CRNN(ThreeBlockRecurrent):
             h, w = shape.h, shape.w
         for key, value in (("output", outputs), ("hidden", hidden)):
             if value < 1:
-                key = key + "_filters" if self.fork == "pjreddie" else key
+                key = key + "_filters" if self.key_set == "pjreddie" else key
                 raise s.error(f"[crnn] {key}={value}: must be at least 1", key)
         activation = self.activation_from(s, "logistic")
         self.batch_normalize = s.int("batch_normalize", 0)

@@ -11,11 +11,12 @@ The state is never reset by Darknet: each forward (training or not) starts from 
 previous one ended with (reset_state() zeroes it).
 
 Keys: output (1), batch_normalize (0), tanh (0, pjreddie only; AlexeyAB always uses logistic),
-and minidarknet's weights_order = pjreddie | alexeyab (default pjreddie):
+and minidarknet's weights_order = pjreddie | alexeyab (default: the network's fork):
     pjreddie:  wz, wr, wh, uz, ur, uh        alexeyab: uz, ur, uh, wz, wr, wh
 (each in [connected] format).  The forks' files are not interchangeable and a cfg does not
-say which fork trained it, so a file from AlexeyAB's darknet needs weights_order=alexeyab
-(e.g. overrides={"gru.weights_order": "alexeyab"}).
+say which fork trained it, so a file from AlexeyAB's darknet needs fork="alexeyab" (chosen by
+default for files with AlexeyAB's header revision) or weights_order=alexeyab (e.g.
+overrides={"gru.weights_order": "alexeyab"}).
 
 Backward: Darknet's CPU backward_gru_layer is EMPTY in both forks, so in gradients="darknet"
 mode the layer learns nothing and passes no delta to the layers before it (a warning says so
@@ -43,9 +44,11 @@ class GRU(RecurrentLayer):
         s = section
         n = self.read_output_size(s, shape)
         self.batch_normalize = s.int("batch_normalize", 0)
-        self.tanh = s.int("tanh", 0)
+        # AlexeyAB's parser does not read `tanh` (its candidate is always logistic): the key
+        # is then reported as unused, as AlexeyAB's Darknet does.
+        self.tanh = s.int("tanh", 0) if self.fork.gru_tanh_key else 0
         self.candidate_activation = TANH if self.tanh else LOGISTIC
-        self.weights_order = weights_order(s)
+        self.weights_order = weights_order(s, self.fork)
         self.set_output_shape(n, 1, 1)
         self.check_count(3 * n * (shape.inputs + n), "sub-layer weights", "output",
                          bytes_per_value=12)

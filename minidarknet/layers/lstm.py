@@ -10,7 +10,7 @@ Darknet never resets h or c: each forward starts from where the previous one end
 (reset_state() zeroes both).
 
 Keys (both forks): output (1), batch_normalize (0); minidarknet's weights_order = pjreddie |
-alexeyab (default pjreddie):
+alexeyab (default: the network's fork, fork.recurrent_weights_order):
     pjreddie:  wi, wf, wo, wg, ui, uf, uo, ug       alexeyab: wf, wi, wg, wo, uf, ui, ug, uo
 (each in [connected] format; a file from AlexeyAB's darknet needs weights_order=alexeyab, e.g.
 overrides={"lstm.weights_order": "alexeyab"}).  AlexeyAB's peephole connections belong to
@@ -49,7 +49,7 @@ class LSTM(RecurrentLayer):
         s = section
         n = self.read_output_size(s, shape)
         self.batch_normalize = s.int("batch_normalize", 0)
-        self.weights_order = weights_order(s)
+        self.weights_order = weights_order(s, self.fork)
         self.set_output_shape(n, 1, 1)
         self.check_count(4 * n * (shape.inputs + n), "sub-layer weights", "output",
                          bytes_per_value=12)

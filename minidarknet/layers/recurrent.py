@@ -33,6 +33,7 @@ from .. import ops
 from ..activations import get_activation
 from ..errors import ShapeError, warn
 from .base import F32, Layer, WeightedLayer
+from ..fork import PJREDDIE
 from .batchnorm import bn_backward, bn_forward
 
 LOGISTIC = get_activation("logistic")
@@ -55,8 +56,9 @@ def sequence_steps(layer, net):
     return 1
 
 
-def weights_order(section):
-    order = section.str("weights_order", "pjreddie")
+def weights_order(section, fork):
+    """The [lstm]/[gru] sub-layer order in the weights file: the key, else the fork's."""
+    order = section.str("weights_order", fork.recurrent_weights_order)
     if order not in WEIGHTS_ORDERS:
         raise section.error(f"{section.header} weights_order={order}: expected pjreddie or "
                             f"alexeyab (the forks store the sub-layers in different orders)",
@@ -80,7 +82,7 @@ class _BNStep:
 
     def __init__(self, block):
         for name in ("scales", "biases", "rolling_mean", "rolling_variance", "bias_updates",
-                     "scale_updates", "exact"):
+                     "scale_updates", "exact", "fork"):
             setattr(self, name, getattr(block, name))
         self.mean = np.zeros_like(block.scales)
         self.variance = np.zeros_like(block.scales)
@@ -98,6 +100,7 @@ class _Block:
     """What dense and convolutional blocks share: parameters, per-step buffers, update."""
 
     kind = "block"
+    fork = PJREDDIE               # the owning layer's (add_block sets it)
     dont_update = 0
     learning_rate_scale = 1.0     # Darknet's sub-layers always have multiplier 1
 
@@ -137,7 +140,10 @@ class _Block:
         """Bias, or batch norm (the step's own state), on out3 (b, n, spatial) in place."""
         if self.batch_normalize:
             self.bn[t] = _BNStep(self)
-            bn_forward(self.bn[t], out3, self.train)
+            # The fork's rolling momentum of the layer type this block is in Darknet.
+            momentum = (self.fork.bn_connected_rolling_momentum if self.kind == "connected"
+                        else self.fork.bn_rolling_momentum)
+            bn_forward(self.bn[t], out3, self.train, momentum=momentum)
         else:
             out3 += self.biases[None, :, None]
 
@@ -154,7 +160,9 @@ class _Block:
             state = self.bn[t]
             if not self.exact:
                 state = state.with_statistics_of(self.bn[-1])
-            bn_backward(state, delta3, self.train)
+            # As the layer type this block is in Darknet (AlexeyAB's conv BN biases: no update).
+            biases = self.exact or self.fork.bn_biases_train or self.kind == "connected"
+            bn_backward(state, delta3, self.train, biases=biases)
         else:
             self.bias_updates += delta3.sum(axis=(0, 2))
 
@@ -294,6 +302,7 @@ class RecurrentLayer(Layer):
 
     def add_block(self, block):
         self.blocks[block.name] = block
+        block.fork = self.fork
         # The momentum buffers also as the layer's own `*_updates` attributes (e.g.
         # `uz_weight_updates`): the trainer's checkpoints and step snapshots collect those.
         for name in ("weight_updates", "bias_updates", "scale_updates"):

@@ -48,6 +48,7 @@ EPS = F32(1e-4)
 @register("shortcut")
 class Shortcut(Layer):
     type = "shortcut"
+    special_activations = ("swish", "mish")     # AlexeyAB's shortcut computes these itself
 
     def __init__(self, section, shape, net):
         super().__init__(section, shape, net)

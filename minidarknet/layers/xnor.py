@@ -31,11 +31,12 @@ layer's weights, reading past its arrays).
 import numpy as np
 
 from ..errors import warn
+from ..fork import ALEXEYAB
 from .base import F32
 from .batchnorm import bn_forward
 
 XNOR_PATHS = ("float", "bits")
-AB_FUSE_EPS = 1e-5
+AB_FUSE_EPS = ALEXEYAB.bn_eps_inside_sqrt    # AlexeyAB folds BN with sqrt(var + 1e-5)
 
 
 def read_keys(layer, s):
