@@ -3,6 +3,7 @@ one function per name, with Darknet's formulas and constants (not ONNX's own Gel
 HardSwish, whose constants differ)."""
 import numpy as np
 
+from .. import activations as _act
 from ..activations import _EPS_NORM, _MISH_THRESHOLD, _SELU_L, _SELU_LA
 
 ACTIVATION_CONVERTERS = {}
@@ -18,7 +19,10 @@ def _activation(*names):
 
 def activate(g, activation, x):
     """The tensor act(x) for a minidarknet Activation (x of any shape; the channel-wise ones
-    work across axis 1)."""
+    work across axis 1).  A fork variant that outputs 0 (AlexeyAB's CPU activate() has no
+    case for some names, minidarknet/fork.py) exports as zeros, not as the named function."""
+    if getattr(activation, "_forward", None) is getattr(_act, "_f_zero", object()):
+        return g.op("ConstantOfShape", [g.op("Shape", [x])], "zero_activation")
     return ACTIVATION_CONVERTERS[activation.name](g, x)
 
 
