@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from minidarknet import kernels, ops, parallel
+from minidarknet.fork import resolve_fork
 from minidarknet.layers import base, batchnorm
 
 from test_conv import build, net_cfg, randomize
@@ -100,8 +101,9 @@ def test_weight_gradient_alone_and_input_gradient_alone(monkeypatch):
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("fork", ["pjreddie", "alexeyab"])
 @pytest.mark.parametrize("train", [True, False])
-def test_batch_norm_over_channel_blocks_equals_the_serial_code(train, monkeypatch):
+def test_batch_norm_over_channel_blocks_equals_the_serial_code(train, fork, monkeypatch):
     monkeypatch.setattr(ops, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(parallel, "worker_threads", lambda: 3)
     rng = np.random.default_rng(4)
@@ -110,6 +112,8 @@ def test_batch_norm_over_channel_blocks_equals_the_serial_code(train, monkeypatc
 
     class Holder:
         exact = False
+
+    Holder.fork = resolve_fork(fork)
 
     layers = []
     for split in (False, True):
