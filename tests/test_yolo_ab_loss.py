@@ -308,8 +308,9 @@ def test_counters_per_class_must_match_classes():
 
 
 def test_detector_data_fills_six_float_truths(tmp_path):
-    """The data loader writes x, y, w, h, class, track_id 0 for AlexeyAB's [yolo]; the same
-    boxes as the 5-float pjreddie truth."""
+    """pjreddie's loader writes x, y, w, h, class; AlexeyAB's (the fork's detector loader)
+    x, y, w, h, class, track_id.  With jitter=0 and flip=0 AlexeyAB's loader stretches the
+    picture to the input, so its rows are the label files' boxes unchanged."""
     from test_data import make_detection_set
     from minidarknet.data import open_data
     data_file = make_detection_set(tmp_path)
@@ -317,20 +318,24 @@ def test_detector_data_fills_six_float_truths(tmp_path):
            f"[convolutional]\nfilters=21\nsize=8\nstride=8\npad=0\nactivation=linear\n\n"
            f"[yolo]\nmask=0,1,2\nanchors=4,4, 8,8, 16,16\nclasses=2\nnum=3\njitter=0\n")
     (tmp_path / "det.cfg").write_text(cfg)
-    rows = {}
+    rows, labels = {}, set()
     for fork in ("pjreddie", "alexeyab"):
         net = minidarknet.load(tmp_path / "det.cfg", fork=fork)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = open_data(data_file, net)
-        _, truth = data.train_batch(0, 4, seed=0)
-        assert truth.shape == (4, net.truths)
+        _, truth = data.train_batch(0, 8, seed=0)
+        assert truth.shape == (8, net.truths)
         rows[fork] = truth
-    pj = rows["pjreddie"].reshape(4, 90, 5)
-    ab = rows["alexeyab"].reshape(4, 200, 6)
-    assert pj[:, :, 0].any()
-    np.testing.assert_array_equal(ab[:, :90, :5], pj)
-    assert not ab[:, :, 5].any() and not ab[:, 90:].any()
+        labels |= {tuple(np.float32(v) for v in (b[1], b[2], b[3], b[4], b[0]))
+                   for _, boxes in data.entries for b in boxes}
+    pj = rows["pjreddie"].reshape(8, 90, 5)
+    ab = rows["alexeyab"].reshape(8, 200, 6)
+    assert pj[:, :, 0].any() and ab[:, :, 0].any()
+    used = ab[:, :, 2] > 0
+    assert {tuple(r) for r in ab[used][:, :5]} <= labels
+    assert not ab[~used].any()                          # empty slots are all zero
+    assert (used.sum(axis=1) <= 1).all()                # one box per picture in this set
 
 
 def test_alexeyab_keeps_route_deltas_across_iterations():
