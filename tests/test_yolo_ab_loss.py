@@ -329,8 +329,13 @@ def test_detector_data_fills_six_float_truths(tmp_path):
     pj = rows["pjreddie"].reshape(4, 90, 5)
     ab = rows["alexeyab"].reshape(4, 200, 6)
     assert pj[:, :, 0].any()
-    np.testing.assert_array_equal(ab[:, :90, :5], pj)
-    assert not ab[:, :, 5].any() and not ab[:, 90:].any()
+    # the alexeyab fork trains with AlexeyAB's loader (data_ab.py: its own draws, crop and
+    # resize), so the layout is checked, not the numbers
+    assert ab[:, :, 0].any()
+    for a in ab:
+        n = int((a[:, 0] > 0).sum())
+        assert not a[n:].any()
+        assert (a[:n, 2:4] > 0).all() and set(a[:n, 4]) <= {0.0, 1.0} and (a[:n, 5] >= 0).all()
 
 
 def test_alexeyab_keeps_route_deltas_across_iterations():
