@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import (BadData, label_file_candidates, parse_label_file, read_data_file,
+from .data import (BadData, labelled_images, read_data_file,
                    read_list, resolve, _classes)
 from .errors import CfgError, DataError, MiniDarknetError
 
@@ -68,19 +68,9 @@ def label_sizes(data_path, width, height, split="train", on_bad_data="skip"):
     list_base = os.path.dirname(os.path.abspath(list_path))
     bad = BadData(on_bad_data)
     sizes, images = [], 0
-    for number, text in read_list(list_path, "image list"):
-        image = resolve(text, list_base)
-        candidates = label_file_candidates(image)
-        label = next((c for c in candidates if os.path.isfile(c)), None)
-        if label is None:
-            bad.report(f"{list_path}:{number}: no label file for {image} (looked for "
-                       f"{' and '.join(candidates)})")
-            continue
-        try:
-            boxes = parse_label_file(label, classes)
-        except DataError as e:
-            bad.report(str(e))
-            continue
+    numbered = ((number, resolve(text, list_base))
+                for number, text in read_list(list_path, "image list"))
+    for _, boxes in labelled_images(numbered, list_path, classes, bad):
         images += 1
         sizes.append(boxes[:, 3:5])
     if not sizes or not sum(len(s) for s in sizes):

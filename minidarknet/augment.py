@@ -278,6 +278,20 @@ def augment_detector_image(im, boxes, rng, options, w, h, max_boxes):
     return sized, truth
 
 
+def corrected_boxes(x, y, bw, bh, flip, dx, dy, sx, sy):
+    """Darknet's correct_boxes (both forks' fill_truth_detection): box edges mapped with
+    ``edge*s - d``, mirrored when flipped, clipped to [0, 1]; returns the boxes' (x, y, w, h)
+    relative to the network input."""
+    left, right = (x - bw / 2) * sx - dx, (x + bw / 2) * sx - dx
+    top, bottom = (y - bh / 2) * sy - dy, (y + bh / 2) * sy - dy
+    if flip:
+        left, right = 1.0 - right, 1.0 - left
+    left, right = np.clip(left, 0, 1), np.clip(right, 0, 1)
+    top, bottom = np.clip(top, 0, 1), np.clip(bottom, 0, 1)
+    return ((left + right) / 2, (top + bottom) / 2, np.clip(right - left, 0, 1),
+            np.clip(bottom - top, 0, 1))
+
+
 def place_boxes(boxes, rng, flip, dx, dy, sx, sy, max_boxes):
     """Darknet's fill_truth_detection: shuffle the boxes (randomize_boxes), map their edges
     with ``edge*s - d`` (correct_boxes), mirror when flipped, clip to [0, 1], keep the first
@@ -288,14 +302,8 @@ def place_boxes(boxes, rng, flip, dx, dy, sx, sy, max_boxes):
         return np.zeros((0, 5), F32)
     boxes = boxes[rng.permutation(len(boxes))]
     cls, x, y, bw, bh = boxes.T
-    left, right = (x - bw / 2) * sx - dx, (x + bw / 2) * sx - dx
-    top, bottom = (y - bh / 2) * sy - dy, (y + bh / 2) * sy - dy
-    if flip:
-        left, right = 1.0 - right, 1.0 - left
-    left, right = np.clip(left, 0, 1), np.clip(right, 0, 1)
-    top, bottom = np.clip(top, 0, 1), np.clip(bottom, 0, 1)
-    rows = np.stack([(left + right) / 2, (top + bottom) / 2, np.clip(right - left, 0, 1),
-                     np.clip(bottom - top, 0, 1), cls], axis=1)[:max_boxes]
+    rows = np.stack([*corrected_boxes(x, y, bw, bh, flip, dx, dy, sx, sy), cls],
+                    axis=1)[:max_boxes]
     keep = (rows[:, 2] >= .001) & (rows[:, 3] >= .001)
     return rows[keep].astype(F32)
 

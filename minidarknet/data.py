@@ -593,8 +593,14 @@ def _detector_entries(images, list_path, classes, net, bad):
     if net.truths % floats:
         raise DataError(f"the network's truth size {net.truths} is not boxes of {floats} "
                         f"values")
-    entries = []
-    for number, _, image in images:
+    return list(labelled_images(((number, image) for number, _, image in images), list_path,
+                                classes, bad))
+
+
+def labelled_images(numbered_images, list_path, classes, bad):
+    """(image, (n, 5) boxes) for each (line number, image path) whose YOLO label file can be
+    read; the others are reported to `bad` with the list's file and line."""
+    for number, image in numbered_images:
         candidates = label_file_candidates(image)
         label_path = next((c for c in candidates if os.path.isfile(c)), None)
         if label_path is None:
@@ -606,5 +612,4 @@ def _detector_entries(images, list_path, classes, net, bad):
         except DataError as e:
             bad.report(str(e))
             continue
-        entries.append((image, boxes))
-    return entries
+        yield image, boxes

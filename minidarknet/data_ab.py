@@ -68,8 +68,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .augment import AugmentOptions, flip_image, hsv_to_rgb, rand_scale, rand_uniform, \
-    rgb_to_hsv
+from .augment import AugmentOptions, corrected_boxes, flip_image, hsv_to_rgb, rand_scale, \
+    rand_uniform, rgb_to_hsv
 from .errors import DarknetWarning, DataError
 from .image import to_channels
 
@@ -303,14 +303,8 @@ def fill_truth(boxes, order, flip, dx, dy, sx, sy, net_w, net_h, max_boxes, trac
     # correct_boxes: a box at (0, 0) or wholly outside the picture is marked unusable
     bad = ((x == 0) & (y == 0)) | (x + bw / 2 < 0) | (y + bh / 2 < 0) | \
         (x - bw / 2 > 1) | (y - bh / 2 > 1)
-    left, right = (x - bw / 2) * sx - dx, (x + bw / 2) * sx - dx
-    top, bottom = (y - bh / 2) * sy - dy, (y + bh / 2) * sy - dy
-    if flip:
-        left, right = 1.0 - right, 1.0 - left
-    left, right = np.clip(left, 0, 1), np.clip(right, 0, 1)
-    top, bottom = np.clip(top, 0, 1), np.clip(bottom, 0, 1)
-    rows = np.stack([(left + right) / 2, (top + bottom) / 2, np.clip(right - left, 0, 1),
-                     np.clip(bottom - top, 0, 1), cls, track], axis=1)
+    rows = np.stack([*corrected_boxes(x, y, bw, bh, flip, dx, dy, sx, sy), cls, track],
+                    axis=1)
     rows, bad = rows[:max_boxes], bad[:max_boxes]       # AB cuts before it filters
     keep = ~bad & (rows[:, 2] >= 1.0 / net_w) & (rows[:, 3] >= 1.0 / net_h) & \
         (rows[:, 0] > 0) & (rows[:, 0] <= 1) & (rows[:, 1] > 0) & (rows[:, 1] <= 1)
