@@ -152,3 +152,9 @@ def test_save_npy_streams_rows_and_keeps_memory_to_one_output(tmp_path, write_cf
     np.testing.assert_allclose(saved[4], net.forward(letterbox_image(load_image(pictures[4]),
                                                                      8, 6))[0], rtol=1e-6)
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp-")]
+
+
+def test_a_network_without_parameters_needs_no_weights_warning(capsys):
+    # cfg/l2.cfg (the README's first command) has nothing to load: no "random weights" warning
+    assert cli("run", ROOT / "cfg" / "l2.cfg", SAMPLE) == 0
+    assert "no weights given" not in capsys.readouterr().err

@@ -105,7 +105,9 @@ def command(cfg, inputs, weights, names, batch, resize, layer, save, normalize, 
     report = Report(net, chosen, kind, class_names, paths, out if folder else None, draw,
                     as_json or folder, save, normalize, top, thresh, hier, nms, out, mode,
                     resume)
-    if weights is None:         # (said once every option has been checked)
+    # (said once every option has been checked; a network with no parameters, such as
+    # cfg/l2.cfg, needs no weights)
+    if weights is None and net.parameter_count():
         click.echo("warning: no weights given (--weights): the outputs come from the random "
                    "initial values", err=True)
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
