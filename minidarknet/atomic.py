@@ -1,6 +1,7 @@
 """Writing files so that nothing is lost: the data goes to a temporary file in the same folder,
 is flushed to disk, and replaces the target in one rename.  A crash or Ctrl-C leaves either
 the old file or the new one, never half of either."""
+import contextlib
 import os
 import tempfile
 
@@ -16,14 +17,18 @@ def _mode_for(path):
         return 0o666 & ~umask
 
 
-def write_atomic(path, data):
+@contextlib.contextmanager
+def open_atomic(path, mode="wb", **options):
+    """A file to write `path` through: a temporary file in the same folder (with the
+    permissions a plain open() would give), flushed to disk and renamed over `path` when the
+    block ends normally, removed when it raises."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, mode, **options) as f:
             os.fchmod(f.fileno(), _mode_for(path))
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,3 +38,8 @@ def write_atomic(path, data):
         except OSError:
             pass
         raise
+
+
+def write_atomic(path, data):
+    with open_atomic(path) as f:
+        f.write(data)

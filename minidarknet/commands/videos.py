@@ -8,10 +8,9 @@ import click
 
 def run_videos(cfg, weights, videos, out, batch, resize, thresh, hier, nms, names):
     import minidarknet
-    from minidarknet.atomic import _mode_for
+    from minidarknet.atomic import open_atomic
     from minidarknet.commands.run import DETECTION_TYPES, read_names
     from minidarknet.video import _av, run_video
-    import tempfile
 
     if not out or (os.path.exists(out) or os.path.splitext(out)[1]) and \
             not os.path.isdir(out):
@@ -25,23 +24,11 @@ def run_videos(cfg, weights, videos, out, batch, resize, thresh, hier, nms, name
     class_names = read_names(names) if names else None
     os.makedirs(out, exist_ok=True)
     results = os.path.join(out, "results.jsonl")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="results.jsonl", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as jsonl:
-            os.fchmod(jsonl.fileno(), _mode_for(results))
-            for video in videos:
-                frames, seconds, drawn = run_video(
-                    net, video, out, jsonl=jsonl, thresh=thresh, hier=hier, nms=nms,
-                    names=class_names, mode=resize or "letterbox")
-                click.echo(f"{video}: {frames} frames in {seconds:.1f} s "
-                           f"({frames / max(seconds, 1e-9):.1f} frames/s) -> {drawn}", err=True)
-            jsonl.flush()
-            os.fsync(jsonl.fileno())
-        os.replace(tmp, results)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with open_atomic(results, "w", encoding="utf-8") as jsonl:
+        for video in videos:
+            frames, seconds, drawn = run_video(
+                net, video, out, jsonl=jsonl, thresh=thresh, hier=hier, nms=nms,
+                names=class_names, mode=resize or "letterbox")
+            click.echo(f"{video}: {frames} frames in {seconds:.1f} s "
+                       f"({frames / max(seconds, 1e-9):.1f} frames/s) -> {drawn}", err=True)
     click.echo(f"{len(videos)} video(s) -> {results}", err=True)
